@@ -1,0 +1,34 @@
+# steadycast: `make run` starts the relay on the embedded default config,
+# `make test` installs everything the tests need and runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/steadycast relay
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: install system-deps
+	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor benchmarks tests
+	$(VENV)/bin/mypy
+
+lint: install
+	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor benchmarks tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info

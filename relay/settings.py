@@ -1,0 +1,94 @@
+"""Typed settings of the relay. The face (steadycast.config) reads TOML into these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUFFER_MS_DEFAULT = 5000
+HOLD_S_DEFAULT = 600.0
+GRACE_S_DEFAULT = 600.0
+FREEZE_MS_DEFAULT = 500
+
+
+@dataclass(frozen=True)
+class OutputProfile:
+    """The constant stream every platform sees, whatever the ingest does."""
+
+    width: int = 1280
+    height: int = 720
+    fps: int = 30
+    video_kbps: int = 2500
+    audio_kbps: int = 128
+    audio_sample_rate: int = 44100
+    keyframe_s: float = 2.0
+    x264_preset: str = "veryfast"
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    """One platform ingest: an rtmp:// or rtmps:// URL and the stream key appended to it."""
+
+    name: str
+    url: str
+    key: str = field(repr=False)  # secret
+    queue_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    io_timeout_s: float = 10.0
+    retry_first_s: float = 1.0
+    retry_max_s: float = 5.0
+
+    @property
+    def publish_url(self) -> str:
+        """The full URL with the key; a secret: never log it."""
+        if not self.key:
+            return self.url
+        return self.url.rstrip("/") + "/" + self.key
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    name: str
+    token: str = field(repr=False)  # secret: the publish token
+    title: str = ""
+    buffer_ms: int = BUFFER_MS_DEFAULT
+    hold_s: float = HOLD_S_DEFAULT
+    freeze_ms: int = FREEZE_MS_DEFAULT
+    slate_image: Path | None = None
+    record: bool = True
+    destinations: tuple[DestinationSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    mode: str = "off"  # "off" | "self-signed" | "files"
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls: TlsSettings = TlsSettings()
+    state_dir: Path = Path("state")
+    record_dir: Path = Path("recordings")
+    event_log: Path = Path("events.jsonl")
+    grace_s: float = GRACE_S_DEFAULT
+    max_message_bytes: int = 4 * 1024 * 1024
+    output: OutputProfile = OutputProfile()
+    streams: tuple[StreamSettings, ...] = ()
+
+    def stream(self, name: str) -> StreamSettings | None:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        return None
+
+    def secrets(self) -> list[str]:
+        """Every secret in these settings, for the log redactor."""
+        out: list[str] = []
+        for s in self.streams:
+            out.append(s.token)
+            out.extend(d.key for d in s.destinations)
+        return [x for x in out if x]

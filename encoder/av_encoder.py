@@ -1,0 +1,120 @@
+"""H.264 + AAC encoding of captured frames with PyAV, for the uplink.
+
+The H.264 stream is Annex B with SPS/PPS repeated at every keyframe (no global header), so
+the relay can start decoding at any keyframe and record to MPEG-TS as is. VBV (maxrate and
+bufsize) is on from the start so the bitrate can later be changed on the running encoder
+(``set_kbps``) without a new keyframe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+import numpy.typing as npt
+from av.codec.context import CodecContext
+
+from uplink import Codec, TrackConfig, TrackKind
+
+VIDEO_TRACK_ID = 0
+AUDIO_TRACK_ID = 1
+AAC_FRAME_SAMPLES = 1024
+
+
+@dataclass(frozen=True)
+class EncodedUnit:
+    track_id: int
+    keyframe: bool
+    pts: int
+    dts: int
+    capture_time_us: int
+    payload: bytes
+
+
+class MediaEncoder:
+    def __init__(self, width: int, height: int, fps: int, kbps: int, keyframe_s: float,
+                 sample_rate: int, audio_kbps: int, preset: str = "veryfast",
+                 max_kbps: int | None = None, epoch_us: int = 0) -> None:
+        self.fps = fps
+        self.epoch_us = epoch_us  # wall-clock capture time of audio sample 0
+        self.sample_rate = sample_rate
+        v = CodecContext.create("libx264", "w")
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        v.time_base = Fraction(1, fps)
+        v.framerate = Fraction(fps, 1)
+        v.bit_rate = kbps * 1000
+        ceiling = max_kbps or kbps
+        gop = max(1, round(fps * keyframe_s))
+        v.options = {"preset": preset, "tune": "zerolatency", "g": str(gop),
+                     "keyint_min": str(gop), "sc_threshold": "0",
+                     "maxrate": f"{ceiling}k", "bufsize": f"{ceiling}k"}
+        v.open()
+        a = CodecContext.create("aac", "w")
+        a.sample_rate = sample_rate
+        a.layout = "mono"
+        a.format = "fltp"
+        a.bit_rate = audio_kbps * 1000
+        a.time_base = Fraction(1, sample_rate)
+        a.flags |= av.codec.context.Flags.global_header  # AudioSpecificConfig as extradata
+        a.open()
+        self._v, self._a = v, a
+        self._audio = np.zeros((1, 0), dtype=np.float32)
+        self._audio_pts = 0
+        self._capture_us_by_pts: dict[int, int] = {}
+
+    def tracks(self) -> list[TrackConfig]:
+        v, a = self._v, self._a
+        return [
+            TrackConfig(track_id=VIDEO_TRACK_ID, kind=TrackKind.VIDEO, codec=Codec.H264,
+                        time_base_num=1, time_base_den=self.fps, width=v.width, height=v.height,
+                        sample_rate=0, channels=0, extradata=b""),
+            TrackConfig(track_id=AUDIO_TRACK_ID, kind=TrackKind.AUDIO, codec=Codec.AAC,
+                        time_base_num=1, time_base_den=self.sample_rate, width=0, height=0,
+                        sample_rate=self.sample_rate, channels=1,
+                        extradata=bytes(a.extradata or b"")),
+        ]
+
+    def set_kbps(self, kbps: int) -> None:
+        self._v.bit_rate = kbps * 1000
+
+    def encode_video(self, bgr: npt.NDArray[np.uint8], index: int,
+                     capture_time_us: int) -> list[EncodedUnit]:
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+        frame.pts = index
+        self._capture_us_by_pts[index] = capture_time_us
+        return self._video_units(self._v.encode(frame))
+
+    def encode_audio(self, samples: npt.NDArray[np.float32]) -> list[EncodedUnit]:
+        """Mono planar float samples; emitted in AAC frames of 1024 samples."""
+        buf = np.concatenate([self._audio, samples], axis=1)
+        out: list[EncodedUnit] = []
+        while buf.shape[1] >= AAC_FRAME_SAMPLES:
+            chunk = np.ascontiguousarray(buf[:, :AAC_FRAME_SAMPLES], dtype=np.float32)
+            buf = buf[:, AAC_FRAME_SAMPLES:]
+            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            af.sample_rate = self.sample_rate
+            af.pts = self._audio_pts
+            self._audio_pts += AAC_FRAME_SAMPLES
+            for p in self._a.encode(af):
+                if p.pts is None:
+                    continue
+                cap = self.epoch_us + round(p.pts * 1e6 / self.sample_rate)
+                out.append(EncodedUnit(AUDIO_TRACK_ID, True, p.pts, p.dts if p.dts is not None
+                                       else p.pts, cap, bytes(p)))
+        self._audio = buf
+        return out
+
+    def flush(self) -> list[EncodedUnit]:
+        return self._video_units(self._v.encode(None))
+
+    def _video_units(self, packets: list[av.Packet]) -> list[EncodedUnit]:
+        out = []
+        for p in packets:
+            if p.pts is None:
+                continue
+            cap = self._capture_us_by_pts.pop(p.pts, 0)
+            out.append(EncodedUnit(VIDEO_TRACK_ID, p.is_keyframe, p.pts,
+                                   p.dts if p.dts is not None else p.pts, cap, bytes(p)))
+        return out

@@ -1,0 +1,150 @@
+"""Capture sources: what the encoder turns into a stream.
+
+A source is asked, once per output frame, for a BGR picture at the session's resolution and
+for the audio samples of that frame's duration (planar float32, mono, 48 kHz).
+- ``testpattern``: a moving picture with the machine-readable frame code and a beep tone.
+- ``file:PATH``: any file PyAV reads, looped, its audio resampled (silence if it has none).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+from av.audio.resampler import AudioResampler
+
+from encoder.framecode import FrameCode, draw_frame_code
+from encoder.testpattern import TestPattern, ToneGenerator
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(Exception):
+    """A source that cannot be opened or read, in plain words."""
+
+
+class Source(Protocol):
+    def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]: ...
+
+    def audio(self, n: int) -> npt.NDArray[np.float32]: ...
+
+    def close(self) -> None: ...
+
+
+class TestPatternSource:
+    def __init__(self, width: int, height: int, fps: int, sample_rate: int, title: str) -> None:
+        self._pattern = TestPattern(width, height, fps, title)
+        self._tone = ToneGenerator(sample_rate=sample_rate, channels=1)
+
+    def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]:
+        return self._pattern.video_frame(frame_number, capture_time_ms)
+
+    def audio(self, n: int) -> npt.NDArray[np.float32]:
+        return self._tone.samples(n)
+
+    def close(self) -> None:
+        pass
+
+
+class FileSource:
+    """A media file, looped, paced by the caller's frame clock (frames are repeated or dropped
+    to match the session fps)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: int, sample_rate: int) -> None:
+        if not path.is_file():
+            raise SourceError(f"source file {str(path)!r} does not exist or is not a file")
+        self.path = path
+        self._size = (width, height)
+        self._fps = fps
+        self._sample_rate = sample_rate
+        try:
+            self._container: Any = av.open(str(path))
+        except av.FFmpegError as exc:
+            raise SourceError(f"cannot read source file {str(path)!r}: {exc}") from exc
+        if not self._container.streams.video:
+            raise SourceError(f"source file {str(path)!r} has no video stream")
+        self._has_audio = bool(self._container.streams.audio)
+        self._resampler = AudioResampler(format="fltp", layout="mono", rate=sample_rate)
+        self._frames: deque[tuple[float, npt.NDArray[np.uint8]]] = deque()
+        self._audio = np.zeros((1, 0), dtype=np.float32)
+        self._current = np.zeros((height, width, 3), dtype=np.uint8)
+        self._loop_offset_s = 0.0
+        self._last_pts_s = 0.0
+        self._decoder = self._decode()
+        self._eof_in_a_row = 0
+
+    def _decode(self) -> Any:
+        streams = [self._container.streams.video[0]]
+        if self._has_audio:
+            streams.append(self._container.streams.audio[0])
+        return self._container.decode(*streams)
+
+    def _pull(self) -> bool:
+        try:
+            frame = next(self._decoder)
+        except StopIteration:
+            self._eof_in_a_row += 1
+            if self._eof_in_a_row > 2:
+                raise SourceError(
+                    f"source file {str(self.path)!r} has no decodable frames") from None
+            self._loop_offset_s = self._last_pts_s + 1 / self._fps
+            self._container.seek(0)
+            self._decoder = self._decode()
+            return True
+        except av.FFmpegError as exc:
+            raise SourceError(f"source file {str(self.path)!r} became unreadable: {exc}") from exc
+        self._eof_in_a_row = 0
+        t = self._loop_offset_s + float((frame.pts or 0) * (frame.time_base or Fraction(0)))
+        if isinstance(frame, av.VideoFrame):
+            self._last_pts_s = max(self._last_pts_s, t)
+            img: npt.NDArray[np.uint8] = np.asarray(frame.to_ndarray(format="bgr24"), np.uint8)
+            if (img.shape[1], img.shape[0]) != self._size:
+                img = np.asarray(cv2.resize(img, self._size, interpolation=cv2.INTER_AREA),
+                                 np.uint8)
+            self._frames.append((t, img))
+        else:
+            for r in self._resampler.resample(frame):
+                self._audio = np.concatenate([self._audio, r.to_ndarray().reshape(1, -1)], axis=1)
+        return True
+
+    def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]:
+        t = frame_number / self._fps
+        while not self._frames or self._frames[-1][0] < t:
+            self._pull()
+        while self._frames and self._frames[0][0] <= t:
+            self._current = self._frames.popleft()[1]
+        out = self._current.copy()
+        draw_frame_code(out, FrameCode(frame_number, capture_time_ms))
+        return out
+
+    def audio(self, n: int) -> npt.NDArray[np.float32]:
+        if not self._has_audio:
+            return np.zeros((1, n), dtype=np.float32)
+        guard = 0
+        while self._audio.shape[1] < n and guard < 1000:
+            self._pull()
+            guard += 1
+        out = self._audio[:, :n]
+        self._audio = self._audio[:, out.shape[1]:]
+        if out.shape[1] < n:
+            out = np.concatenate([out, np.zeros((1, n - out.shape[1]), np.float32)], axis=1)
+        return out.astype(np.float32)
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def open_source(spec: str, width: int, height: int, fps: int, sample_rate: int,
+                title: str = "steadycast") -> Source:
+    if spec == "testpattern":
+        return TestPatternSource(width, height, fps, sample_rate, title)
+    if spec.startswith("file:"):
+        return FileSource(Path(spec[5:]).expanduser(), width, height, fps, sample_rate)
+    raise SourceError(f"unknown source {spec!r}: use 'testpattern' or 'file:PATH'")

@@ -1,0 +1,146 @@
+"""The relay's HTTP face: ingest WebSocket, status API, metrics, health.
+
+Routes:
+- ``GET /ingest/{stream}`` (WebSocket upgrade): the uplink; publish token as
+  ``Authorization: Bearer <token>`` or ``?token=<token>``.
+- ``GET /api/streams``: JSON status of every stream.
+- ``GET /metrics``: Prometheus text format.
+- ``GET /healthz``: ``ok``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from monitor.events import EventLog
+from monitor.metrics import RelayMetrics
+from monitor.redact import REDACTOR
+from relay.settings import RelaySettings
+from relay.stream import StreamRuntime
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+WS_HEARTBEAT_S = 10.0
+MESSAGE_SLACK_BYTES = 1024
+
+RELAY_KEY: web.AppKey[Relay] = web.AppKey("relay")
+
+
+class Relay:
+    def __init__(self, settings: RelaySettings) -> None:
+        self.settings = settings
+        self.metrics = RelayMetrics()
+        self.events = EventLog(settings.event_log)
+        for secret in settings.secrets():
+            REDACTOR.add(secret)
+        self.streams = {s.name: StreamRuntime(s, settings, self.metrics, self.events)
+                        for s in settings.streams}
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await asyncio.gather(*(s.close() for s in self.streams.values()))
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            for s in self.streams.values():
+                try:
+                    await s.tick()
+                except Exception:
+                    log.exception("stream %s: housekeeping failed", s.settings.name)
+
+
+ERROR_HEADER = "X-Steadycast-Error"  # the reason, also for WebSocket clients that drop bodies
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    header = message.encode("ascii", "backslashreplace").decode("ascii")
+    return web.json_response({"error": message}, status=status, headers={ERROR_HEADER: header})
+
+
+def _presented_token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query.get("token")
+
+
+async def ingest(request: web.Request) -> web.StreamResponse:
+    relay = request.app[RELAY_KEY]
+    name = request.match_info["stream"]
+    peer = request.remote or "?"
+    runtime = relay.streams.get(name)
+    if runtime is None:
+        relay.metrics.ingest_rejected.labels("unknown_stream").inc()
+        log.warning("ingest refused from %s: unknown stream %r", peer, name[:64])
+        return _json_error(404, f"unknown stream {name[:64]!r}: this relay has no such stream "
+                                "in its config")
+    token = _presented_token(request)
+    if not token:
+        relay.metrics.ingest_rejected.labels("missing_token").inc()
+        log.warning("ingest refused from %s for stream %s: no publish token", peer, name)
+        return _json_error(401, "missing publish token: send 'Authorization: Bearer <token>' "
+                                "or ?token=<token>")
+    if not hmac.compare_digest(token.encode(), runtime.settings.token.encode()):
+        relay.metrics.ingest_rejected.labels("wrong_token").inc()
+        relay.events.write("publish_rejected", stream=name, peer=peer, reason="wrong token")
+        log.warning("ingest refused from %s for stream %s: wrong publish token", peer, name)
+        return _json_error(403, f"wrong publish token for stream {name!r}")
+    ws = web.WebSocketResponse(max_msg_size=relay.settings.max_message_bytes + MESSAGE_SLACK_BYTES,
+                               heartbeat=WS_HEARTBEAT_S)
+    if not ws.can_prepare(request).ok:
+        return _json_error(426, "the ingest endpoint needs a WebSocket upgrade")
+    await ws.prepare(request)
+    log.info("stream %s: sender connected from %s", name, peer)
+    await runtime.serve(ws, peer)
+    log.info("stream %s: sender from %s disconnected", name, peer)
+    return ws
+
+
+async def streams_api(request: web.Request) -> web.Response:
+    relay = request.app[RELAY_KEY]
+    body: dict[str, Any] = {"streams": [s.status() for s in relay.streams.values()]}
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    relay = request.app[RELAY_KEY]
+    return web.Response(body=relay.metrics.render(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def build_app(settings: RelaySettings) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024)
+    relay = Relay(settings)
+    app[RELAY_KEY] = relay
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await relay.start()
+        yield
+        await relay.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/ingest/{stream}", ingest)
+    app.router.add_get("/api/streams", streams_api)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app

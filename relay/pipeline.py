@@ -1,0 +1,231 @@
+"""A stream's output: the playout buffer, the output frame clock, the slate, the fan-out.
+
+Runs on a thread of its own (decoding and encoding are CPU work that must not stall the
+ingest loop). The asyncio side hands it tracks and access units through a queue. Each tick
+of the output clock (1/fps):
+
+1. units that are due leave the playout buffer and are decoded;
+2. the source selector picks live (a new frame), freeze (repeat the last one, briefly) or
+   slate;
+3. one video frame and exactly one tick's worth of audio (live, padded with silence) are
+   encoded, so both tracks advance together with no gap, whatever the ingest does;
+4. the packets are offered to every destination.
+
+Platform sessions open at the first live frame. After ``hold_s`` of continuous slate they
+are ended on purpose; they open again when live media returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from monitor.events import EventLog
+from monitor.metrics import RelayMetrics
+from relay.destination import Destination
+from relay.playout import AccessUnit, PlayoutBuffer
+from relay.settings import OutputProfile, StreamSettings
+from relay.slate import render_slate
+from relay.source_selector import OutputSource, SourceSelector
+from relay.transcode import OUTPUT_CHANNELS, IngestDecoder, OutPacket, OutputEncoder, rgb_to_frame
+from uplink import TrackConfig
+
+log = logging.getLogger(__name__)
+
+MAX_LAG_S = 1.0  # a pipeline this far behind its clock resets the clock instead of bursting
+MAX_LIVE_AUDIO_S = 0.5  # live audio queued beyond this is dropped to keep lip sync
+
+DestinationFactory = Callable[[Any, Any], list[Destination]]
+
+
+class StreamPipeline:
+    def __init__(self, settings: StreamSettings, profile: OutputProfile,
+                 make_destinations: DestinationFactory, metrics: RelayMetrics | None = None,
+                 events: EventLog | None = None) -> None:
+        self.settings = settings
+        self.profile = profile
+        self._make_destinations = make_destinations
+        self._metrics = metrics
+        self._events = events
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._snapshot: dict[str, Any] = {"output_source": "offline", "buffer_ms": 0,
+                                          "on_air": False, "destinations": []}
+        self.destinations: list[Destination] = []
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self._run_guarded, name=f"pipe-{settings.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- called from the asyncio side ----------------------------------------------------
+    def configure(self, track: TrackConfig) -> None:
+        self._inbox.put(("track", track))
+
+    def push(self, unit: AccessUnit) -> None:
+        self._inbox.put(("unit", unit))
+
+    def new_timeline(self) -> None:
+        self._inbox.put(("reset", None))
+
+    def end(self) -> None:
+        """The sender ended the stream: play out what is buffered, then close the sessions."""
+        self._inbox.put(("end", None))
+
+    def stop(self) -> None:
+        """Relay shutdown: close everything now."""
+        self._inbox.put(("stop", None))
+        self._thread.join(15)
+
+    def status(self) -> dict[str, Any]:
+        snap = dict(self._snapshot)
+        snap["destinations"] = [d.status() for d in self.destinations]
+        return snap
+
+    # --- the pipeline thread -------------------------------------------------------------
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.exception("stream %s: output pipeline failed", self.settings.name)
+        finally:
+            for d in self.destinations:
+                d.stop()
+            self.finished.set()
+
+    def _run(self) -> None:
+        s, p = self.settings, self.profile
+        enc = OutputEncoder(p)
+        dec = IngestDecoder(p)
+        playout = PlayoutBuffer(delay_s=s.buffer_ms / 1000)
+        selector = SourceSelector(freeze_s=s.freeze_ms / 1000, hold_s=s.hold_s)
+        slate = rgb_to_frame(render_slate(p.width, p.height, s.title, s.slate_image))
+        tick_s = 1 / p.fps
+        last_frame = None
+        live_audio = np.zeros((OUTPUT_CHANNELS, 0), dtype=np.float32)
+        on_air = False
+        ending = False
+        out_index = 0
+        frames_by_source = {src.value: 0 for src in OutputSource}
+        skipped_reported = 0
+        next_tick = time.monotonic()
+        while True:
+            now = time.monotonic()
+            while True:
+                try:
+                    kind, arg = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "unit":
+                    playout.push(arg, now)
+                elif kind == "track":
+                    dec.configure(arg)
+                elif kind == "reset":
+                    playout.reset()
+                    ending = False
+                elif kind == "end":
+                    ending = True
+                elif kind == "stop":
+                    enc.close()
+                    return
+
+            new_frame = False
+            for unit in playout.pop_due(now):
+                if unit.is_video:
+                    frames = dec.decode_video(unit)
+                    if frames:
+                        last_frame = frames[-1]
+                        new_frame = True
+                else:
+                    live_audio = np.concatenate([live_audio, dec.decode_audio(unit)], axis=1)
+            source = selector.tick(now, new_frame)
+            if source != OutputSource.LIVE and last_frame is None:
+                source = OutputSource.SLATE
+
+            if on_air and selector.hold_expired(now):
+                log.warning("stream %s: %.0f s of slate; ending the platform sessions on purpose",
+                            s.name, selector.slate_for_s(now))
+                if self._events is not None:
+                    self._events.write("platform_sessions_ended", stream=s.name,
+                                       reason=f"no live media for hold_s={s.hold_s:g} s")
+                self._stop_destinations(drain=False)
+                on_air = False
+            if not on_air and source == OutputSource.LIVE:
+                self.destinations = self._make_destinations(enc.video_stream, enc.audio_stream)
+                for d in self.destinations:
+                    d.start()
+                selector.reset_hold()
+                on_air = True
+
+            if on_air:
+                frame = slate if source == OutputSource.SLATE or last_frame is None else last_frame
+                packets: list[OutPacket] = enc.encode_video(frame, out_index)
+                n = (round((out_index + 1) * p.audio_sample_rate / p.fps)
+                     - round(out_index * p.audio_sample_rate / p.fps))
+                max_live = int(MAX_LIVE_AUDIO_S * p.audio_sample_rate) + n
+                if live_audio.shape[1] > max_live:
+                    live_audio = live_audio[:, -max_live:]
+                take = live_audio[:, :n]
+                live_audio = live_audio[:, take.shape[1]:]
+                if take.shape[1] < n:
+                    pad = np.zeros((OUTPUT_CHANNELS, n - take.shape[1]), dtype=np.float32)
+                    take = np.concatenate([take, pad], axis=1)
+                packets += enc.encode_audio(take)
+                for pkt in packets:
+                    for d in self.destinations:
+                        d.offer(pkt)
+                out_index += 1
+                frames_by_source[source.value] += 1
+                if self._metrics is not None:
+                    self._metrics.output_frames.labels(s.name, source.value).inc()
+            else:
+                live_audio = live_audio[:, :0]
+
+            if self._metrics is not None:
+                for src in OutputSource:
+                    self._metrics.output_source.labels(s.name, src.value).set(
+                        1 if on_air and src == source else 0)
+                self._metrics.buffer_s.labels(s.name).set(playout.level_s(now))
+                if playout.skipped_late_units > skipped_reported:
+                    self._metrics.skipped_late.labels(s.name).inc(
+                        playout.skipped_late_units - skipped_reported)
+                    skipped_reported = playout.skipped_late_units
+            self._snapshot = {
+                "output_source": source.value if on_air else "offline",
+                "on_air": on_air,
+                "buffer_ms": round(playout.level_s(now) * 1000),
+                "buffered_units": playout.units_buffered,
+                "skipped_late_units": playout.skipped_late_units,
+                "output_frames": dict(frames_by_source),
+                "decode_errors": dec.decode_errors,
+            }
+
+            if ending and playout.units_buffered == 0:
+                for pkt in enc.flush():
+                    for d in self.destinations:
+                        d.offer(pkt)
+                self._stop_destinations(drain=True)
+                enc.close()
+                log.info("stream %s: ended by the sender; platform sessions closed", s.name)
+                return
+
+            next_tick += tick_s
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif -delay > MAX_LAG_S:
+                log.warning("stream %s: output %.1f s behind its clock (CPU overloaded?)",
+                            s.name, -delay)
+                next_tick = time.monotonic()
+
+    def _stop_destinations(self, drain: bool) -> None:
+        threads = [threading.Thread(target=d.stop, kwargs={"drain": drain}) for d in
+                   self.destinations]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()

@@ -1,0 +1,286 @@
+"""One configured stream at the relay: its ingest session, recording and output pipeline.
+
+This is asyncio glue: it moves bytes between the WebSocket and the sans-I/O
+``UplinkReceiver`` and hands what arrives to the recorder and the pipeline threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from fractions import Fraction
+from typing import Any
+
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
+
+from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, DropoutStarted
+from monitor.events import EventLog, iso_utc
+from monitor.metrics import RelayMetrics
+from relay.destination import Destination
+from relay.pipeline import StreamPipeline
+from relay.playout import AccessUnit
+from relay.recording import Recorder
+from relay.settings import RelaySettings, StreamSettings
+from uplink import (
+    CloseCode,
+    MediaReceived,
+    ProtocolError,
+    SessionEnded,
+    SessionStarted,
+    StatsReceived,
+    TrackConfigured,
+    TrackKind,
+    UplinkReceiver,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StreamRuntime:
+    def __init__(self, settings: StreamSettings, relay: RelaySettings, metrics: RelayMetrics,
+                 events: EventLog) -> None:
+        self.settings = settings
+        self.relay = relay
+        self.metrics = metrics
+        self.events = events
+        self.receiver: UplinkReceiver | None = None
+        self.pipeline: StreamPipeline | None = None
+        self.recorder: Recorder | None = None
+        self.detector = DropoutDetector()
+        self.ws: web.WebSocketResponse | None = None
+        self._conn_lock = asyncio.Lock()
+        self._time_bases: dict[int, Fraction] = {}
+        self._video_tracks: set[int] = set()
+        self.ended = False
+        self.connected_since: float | None = None
+        self.disconnected_at: float | None = None
+        self.last_stats: dict[str, int] = {}
+        self.dropouts = 0
+        self.connections = 0
+
+    # --- state -----------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if self.receiver is None or self.ended:
+            return "ended" if self.ended else "offline"
+        if self.ws is not None and not self.detector.in_dropout:
+            return "live"
+        return "reconnecting"
+
+    def status(self) -> dict[str, Any]:
+        r = self.receiver
+        out: dict[str, Any] = {
+            "name": self.settings.name,
+            "title": self.settings.title,
+            "state": self.state,
+            "connected": self.ws is not None,
+            "ingest_kbps": round(r.arrival_kbps) if r is not None else 0,
+            "next_seq": r.next_seq if r is not None else 0,
+            "duplicates": r.duplicates if r is not None else 0,
+            "connections": self.connections,
+            "dropouts": self.dropouts,
+            "in_dropout": self.detector.in_dropout,
+            "sender": self.last_stats,
+            "buffer_ms": 0,
+            "output_source": "offline",
+            "destinations": [
+                {"name": d.name, "url": d.url, "state": "idle", "sessions": 0, "reconnects": 0}
+                for d in self.settings.destinations
+            ],
+            "recording": None,
+        }
+        if self.pipeline is not None and not self.pipeline.finished.is_set():
+            snap = self.pipeline.status()
+            out.update({k: v for k, v in snap.items() if k != "destinations"})
+            if snap["destinations"]:
+                out["destinations"] = snap["destinations"]
+        if self.recorder is not None and self.recorder.files:
+            out["recording"] = str(self.recorder.files[-1])
+        return out
+
+    # --- ingest ----------------------------------------------------------------------
+    async def serve(self, ws: web.WebSocketResponse, peer: str) -> None:
+        """Run one authenticated ingest connection until it closes."""
+        old = self.ws
+        if old is not None:
+            log.info("stream %s: new connection from %s replaces the current one",
+                     self.settings.name, peer)
+            await old.close(code=CloseCode.REPLACED, message=b"replaced by a newer connection")
+        async with self._conn_lock:
+            self.ws = ws
+            self.connections += 1
+            self.metrics.ingest_connections.labels(self.settings.name).inc()
+            self.metrics.ingest_connected.labels(self.settings.name).set(1)
+            if self.receiver is None or self.ended:
+                self.receiver = UplinkReceiver(buffer_ms=self.settings.buffer_ms,
+                                               max_message_bytes=self.relay.max_message_bytes)
+            receiver = self.receiver
+            receiver.connection_made(time.monotonic())
+            self.connected_since = time.time()
+            try:
+                await self._read_loop(ws, receiver, peer)
+            finally:
+                receiver.connection_lost(time.monotonic())
+                self.ws = None
+                self.disconnected_at = time.time()
+                self.metrics.ingest_connected.labels(self.settings.name).set(0)
+                if not self.ended:
+                    self._dropout_events(self.detector.on_connection_lost(time.time()))
+
+    async def _read_loop(self, ws: web.WebSocketResponse, receiver: UplinkReceiver,
+                         peer: str) -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                try:
+                    events = receiver.receive(msg.data, time.monotonic())
+                except ProtocolError as err:
+                    await self._refuse(ws, err.code, err.detail, peer, err.close_reason())
+                    return
+                for ev in events:
+                    self._on_event(ev)
+                await self._flush(ws, receiver)
+            elif msg.type == WSMsgType.TEXT:
+                await self._refuse(ws, CloseCode.MALFORMED,
+                                   "text frames are not part of the uplink protocol", peer)
+                return
+            elif msg.type == WSMsgType.ERROR:
+                exc = ws.exception()
+                if isinstance(exc, WebSocketError) and exc.code == WSCloseCode.MESSAGE_TOO_BIG:
+                    self._count_refusal(int(WSCloseCode.MESSAGE_TOO_BIG), peer,
+                                        "message larger than max_message_bytes="
+                                        f"{self.relay.max_message_bytes}")
+                else:
+                    log.info("stream %s: connection from %s failed: %s", self.settings.name,
+                             peer, exc)
+                return
+
+    async def _refuse(self, ws: web.WebSocketResponse, code: int, detail: str, peer: str,
+                      reason: str | None = None) -> None:
+        self._count_refusal(int(code), peer, detail)
+        await ws.close(code=int(code), message=(reason or detail[:60]).encode())
+
+    def _count_refusal(self, code: int, peer: str, detail: str) -> None:
+        self.metrics.protocol_errors.labels(self.settings.name, str(code)).inc()
+        self.events.write("protocol_error", stream=self.settings.name, peer=peer, code=code,
+                          detail=detail)
+        log.warning("stream %s: closing connection from %s: %s (code %d)", self.settings.name,
+                    peer, detail, code)
+
+    async def _flush(self, ws: web.WebSocketResponse, receiver: UplinkReceiver) -> None:
+        if self.pipeline is not None:
+            receiver.set_buffer_ms(int(self.pipeline.status().get("buffer_ms", 0)))
+        for data in receiver.data_to_send(time.monotonic()):
+            await ws.send_bytes(data)
+
+    def _on_event(self, ev: object) -> None:
+        name = self.settings.name
+        if isinstance(ev, SessionStarted):
+            self.ended = False
+            if not ev.resumed:
+                log.info("stream %s: new sender session %s", name, ev.session_id.hex()[:8])
+                self.events.write("session_started", stream=name, session=ev.session_id.hex()[:8])
+                self._time_bases.clear()
+                self._video_tracks.clear()
+                self._ensure_outputs()
+                assert self.recorder is not None and self.pipeline is not None
+                self.recorder.new_session(ev.session_id)
+                self.pipeline.new_timeline()
+            else:
+                log.info("stream %s: sender session %s resumed at seq %d", name,
+                         ev.session_id.hex()[:8], ev.next_seq)
+                self._ensure_outputs()
+        elif isinstance(ev, TrackConfigured):
+            t = ev.track
+            self._time_bases[t.track_id] = Fraction(t.time_base_num, t.time_base_den)
+            if t.kind == TrackKind.VIDEO:
+                self._video_tracks.add(t.track_id)
+            if ev.changed and self.recorder is not None and self.pipeline is not None:
+                self.recorder.track(t, changed=True)
+                self.pipeline.configure(t)
+        elif isinstance(ev, MediaReceived):
+            m = ev.media
+            tb = self._time_bases[m.track_id]
+            self.metrics.ingest_bytes.labels(name).inc(len(m.payload))
+            self._dropout_events(self.detector.on_media(time.time()))
+            if self.recorder is not None:
+                self.recorder.media(m)
+            if self.pipeline is not None:
+                self.pipeline.push(AccessUnit(
+                    track_id=m.track_id, is_video=m.track_id in self._video_tracks,
+                    pts_s=float(m.pts * tb), dts_s=float(m.dts * tb), keyframe=m.keyframe,
+                    payload=m.payload, capture_time_us=m.capture_time_us, seq=m.seq))
+        elif isinstance(ev, StatsReceived):
+            st = ev.stats
+            self.last_stats = {"backlog_bytes": st.backlog_bytes, "backlog_ms": st.backlog_ms,
+                               "target_kbps": st.target_kbps}
+        elif isinstance(ev, SessionEnded):
+            log.info("stream %s: sender ended the stream (%s)", name, ev.reason or "no reason")
+            self.events.write("session_ended", stream=name, reason=ev.reason)
+            self._dropout_events(self.detector.stop(time.time()))
+            self.ended = True
+            if self.pipeline is not None:
+                self.pipeline.end()
+            if self.recorder is not None:
+                self.recorder.close(wait=False)
+                self.recorder = None
+
+    def _ensure_outputs(self) -> None:
+        if self.recorder is None and self.settings.record:
+            self.recorder = Recorder(self.settings.name, self.relay.record_dir)
+        if self.pipeline is None or self.pipeline.finished.is_set():
+            self.pipeline = StreamPipeline(self.settings, self.relay.output,
+                                           self._make_destinations, self.metrics, self.events)
+
+    def _make_destinations(self, video_template: Any, audio_template: Any) -> list[Destination]:
+        return [Destination(self.settings.name, d, video_template, audio_template, self.metrics,
+                            self.events) for d in self.settings.destinations]
+
+    def _dropout_events(self, events: list[DropoutEvent]) -> None:
+        name = self.settings.name
+        for ev in events:
+            if isinstance(ev, DropoutStarted):
+                log.warning("stream %s: ingest dropout started (%s)", name, ev.cause.value)
+                self.events.write("ingest_dropout_started", stream=name, start=iso_utc(ev.start),
+                                  cause=ev.cause.value)
+            elif isinstance(ev, DropoutEnded):
+                self.dropouts += 1
+                self.metrics.dropouts.labels(name, ev.cause.value).inc()
+                self.metrics.dropout_seconds.labels(name).inc(ev.duration_s)
+                log.warning("stream %s: ingest dropout ended after %.2f s (%s)", name,
+                            ev.duration_s, ev.cause.value)
+                self.events.write("ingest_outage", stream=name, start=iso_utc(ev.start),
+                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
+                                  cause=ev.cause.value)
+
+    # --- housekeeping, every TICK_S from the app -------------------------------------
+    async def tick(self) -> None:
+        now = time.time()
+        self._dropout_events(self.detector.poll(now))
+        r = self.receiver
+        if r is not None:
+            self.metrics.ingest_kbps.labels(self.settings.name).set(r.arrival_kbps)
+            if self.ws is not None and not self.ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._flush(self.ws, r)
+            elif (self.disconnected_at is not None and not self.ended
+                  and now - self.disconnected_at > self.relay.grace_s):
+                log.warning("stream %s: sender gone for %.0f s (grace_s); session forgotten",
+                            self.settings.name, now - self.disconnected_at)
+                self.events.write("session_expired", stream=self.settings.name,
+                                  grace_s=self.relay.grace_s)
+                self._dropout_events(self.detector.stop(now))
+                self.receiver = None
+                if self.recorder is not None:
+                    self.recorder.close(wait=False)
+                    self.recorder = None
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close(code=CloseCode.GOING_AWAY, message=b"relay shutting down")
+        loop = asyncio.get_running_loop()
+        if self.pipeline is not None:
+            await loop.run_in_executor(None, self.pipeline.stop)
+        if self.recorder is not None:
+            await loop.run_in_executor(None, self.recorder.close)

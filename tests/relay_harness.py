@@ -1,0 +1,88 @@
+"""Runs the real relay and encoder as subprocesses for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import av
+
+from encoder.framecode import read_frame_code_gray
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def steadycast_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "steadycast.cli", *args]
+
+
+def start_relay(config: Path, port: int, log_path: Path,
+                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(steadycast_cmd("relay", "--config", str(config)), cwd=ROOT,
+                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"relay exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"relay did not answer /healthz:\n{log_path.read_text()}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def frame_numbers(path: Path) -> list[int | None]:
+    """The frame code of every decoded video frame of a file (None where there is none)."""
+    out: list[int | None] = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            code = read_frame_code_gray(f.to_ndarray(format="gray"))
+            out.append(code.frame_number if code else None)
+    return out
+
+
+def write_relay_config(path: Path, port: int, record_dir: Path, event_log: Path,
+                       streams_toml: str, output_toml: str = "") -> None:
+    path.write_text(
+        f"""[relay]
+listen = "127.0.0.1:{port}"
+record_dir = "{record_dir}"
+event_log = "{event_log}"
+state_dir = "{path.parent / 'state'}"
+
+[output]
+width = 320
+height = 180
+fps = 30
+video_kbps = 300
+audio_kbps = 64
+x264_preset = "ultrafast"
+{output_toml}
+{streams_toml}
+""", encoding="utf-8")

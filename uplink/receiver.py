@@ -1,0 +1,382 @@
+"""The relay side of the uplink, without I/O: `UplinkReceiver`, one per stream session.
+
+The caller owns the WebSocket(s). One receiver outlives any number of connections of the same
+session: it remembers which seqs arrived (next_seq plus SACK ranges) and the track configs, so
+a reconnecting sender resumes where it left off and resent media is dropped as a duplicate.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass
+
+from .errors import CloseCode, ProtocolError, truncate_utf8
+from .wire import (
+    MAX_BYE_REASON_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_SACK_RANGES,
+    Ack,
+    Bye,
+    Hello,
+    Media,
+    SenderStats,
+    TrackConfig,
+    Welcome,
+    decode,
+    encode,
+    message_name,
+)
+
+ACK_INTERVAL_S_DEFAULT = 0.1
+ACK_EVERY_MEDIA = 32  # ACK at once after this many media messages, whatever the interval
+ARRIVAL_WINDOW_S = 2.0  # arrival_kbps averages media payload over this window
+MAX_SEQ_AHEAD = 2**20  # a seq further than this above next_seq is refused
+_U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """A HELLO was accepted. `resumed`: same session as before, state kept."""
+
+    session_id: bytes
+    resumed: bool
+    next_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrackConfigured:
+    """A TRACK arrived; `changed` is False when it repeats the config already in force."""
+
+    track: TrackConfig
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MediaReceived:
+    """A media seq arrived for the first time (duplicates produce no event)."""
+
+    media: Media
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReceived:
+    stats: SenderStats
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The sender sent BYE: the session is over (a later HELLO starts a new one)."""
+
+    reason: str
+
+
+ReceiverEvent = SessionStarted | TrackConfigured | MediaReceived | StatsReceived | SessionEnded
+
+
+class UplinkReceiver:
+    """Sans-I/O uplink receiver: dedup, SACK bookkeeping, ACK scheduling, session resume."""
+
+    def __init__(
+        self,
+        buffer_ms: int,
+        ack_interval_s: float = ACK_INTERVAL_S_DEFAULT,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        if not ack_interval_s > 0:
+            raise ValueError(f"ack_interval_s must be > 0, not {ack_interval_s}")
+        if not 1 <= max_message_bytes <= MAX_MESSAGE_BYTES:
+            raise ValueError(f"max_message_bytes {max_message_bytes} not in 1..{MAX_MESSAGE_BYTES}")
+        self._buffer_ms = 0
+        self.set_buffer_ms(buffer_ms)
+        self._ack_interval_s = ack_interval_s
+        self._max_message_bytes = max_message_bytes
+        # the session
+        self._session_id: bytes | None = None
+        self._ended = False
+        self._resumed = False
+        self._next_seq = 0
+        self._ranges: list[tuple[int, int]] = []  # [start, end) above next_seq, sorted, gapped
+        self._tracks: dict[int, TrackConfig] = {}
+        # the current connection
+        self._conn_up = False
+        self._hello = False
+        self._closing = False  # a BYE was sent or received: send nothing more
+        self._bye_received = False  # a BYE was received: accept nothing more
+        self._welcome_due = False
+        self._ack_with_welcome = False
+        self._media_since_ack = 0
+        self._last_ack_time: float | None = None
+        # statistics
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._arrival_bytes = 0
+        self._last_now: float | None = None
+        self._messages_received = 0
+        self._bytes_received = 0
+        self._duplicates = 0
+        self._media_received = 0
+
+    # -- connection events -------------------------------------------------------------------
+
+    def connection_made(self, now: float) -> None:
+        """A new connection for this session (it replaces any current one); HELLO comes first."""
+        if self._conn_up:
+            self.connection_lost(now)
+        self._conn_up = True
+        self._hello = False
+        self._closing = False
+        self._bye_received = False
+        self._welcome_due = False
+        self._ack_with_welcome = False
+        self._media_since_ack = 0
+        self._last_ack_time = None
+        self._last_now = now
+
+    def connection_lost(self, now: float) -> None:
+        self._conn_up = False
+        self._hello = False
+        self._welcome_due = False
+        self._last_now = now
+
+    def receive(self, data: bytes, now: float) -> list[ReceiverEvent]:
+        """Handle one binary message. Raises ProtocolError: close that connection with
+        err.code and err.close_reason(); the session survives for the next connection."""
+        if not self._conn_up:
+            raise RuntimeError("receive() called with no connection (call connection_made)")
+        self._last_now = now
+        self._bytes_received += len(data)
+        msg = decode(data, self._max_message_bytes)
+        self._messages_received += 1
+        if self._bye_received:
+            raise ProtocolError(CloseCode.PROTOCOL_ORDER, f"{message_name(msg)} after BYE")
+        if not self._hello and not isinstance(msg, Hello):
+            raise _order(f"first message on a connection must be HELLO, got {message_name(msg)}")
+        if isinstance(msg, Media):
+            return self._on_media(msg, now)
+        if isinstance(msg, Hello):
+            if self._hello:
+                raise _order("second HELLO on one connection")
+            return [self._on_hello(msg)]
+        if isinstance(msg, TrackConfig):
+            changed = self._tracks.get(msg.track_id) != msg
+            self._tracks[msg.track_id] = msg
+            return [TrackConfigured(track=msg, changed=changed)]
+        if isinstance(msg, SenderStats):
+            return [StatsReceived(msg)]
+        if isinstance(msg, Bye):
+            self._bye_received = True
+            self._closing = True
+            self._ended = True
+            return [SessionEnded(msg.reason)]
+        raise _order(f"{message_name(msg)} is never sent by a sender")
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def data_to_send(self, now: float) -> list[bytes]:
+        """WELCOME after HELLO (with an ACK if SACK ranges exist); an ACK when one is due:
+        ack_interval_s after the last one once media arrived, or after ACK_EVERY_MEDIA media."""
+        self._last_now = now
+        out: list[bytes] = []
+        if not self._conn_up or not self._hello or self._closing:
+            return out
+        if self._welcome_due:
+            self._welcome_due = False
+            out.append(
+                encode(
+                    Welcome(
+                        resumed=self._resumed,
+                        next_seq=self._next_seq,
+                        buffer_ms=self._buffer_ms,
+                    )
+                )
+            )
+            self._last_ack_time = now
+            if self._ack_with_welcome:
+                out.append(self._ack(now))
+            return out
+        if self._ack_due(now):
+            out.append(self._ack(now))
+        return out
+
+    def get_timer(self) -> float | None:
+        """When data_to_send should next be called for a timely ACK; None if nothing pending."""
+        if not self._conn_up or not self._hello or self._closing:
+            return None
+        if self._welcome_due or self._last_ack_time is None:
+            return self._last_now
+        if self._media_since_ack == 0:
+            return None
+        if self._media_since_ack >= ACK_EVERY_MEDIA:
+            return self._last_now
+        return self._last_ack_time + self._ack_interval_s
+
+    def bye(self, reason: str = "") -> bytes:
+        """An encoded BYE (reason cut to 123 UTF-8 bytes) ending the session from the relay.
+        Nothing more is sent; what the sender had in flight is still accepted."""
+        self._closing = True
+        self._ended = True
+        return encode(Bye(truncate_utf8(reason, MAX_BYE_REASON_BYTES)))
+
+    def set_buffer_ms(self, ms: int) -> None:
+        """The playout buffer level, reported in WELCOME and ACKs."""
+        if not 0 <= ms <= _U32_MAX:
+            raise ValueError(f"buffer_ms {ms} out of range 0..{_U32_MAX}")
+        self._buffer_ms = ms
+
+    # -- observable state ----------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> bytes | None:
+        return self._session_id
+
+    @property
+    def next_seq(self) -> int:
+        """Every seq below it has been received."""
+        return self._next_seq
+
+    @property
+    def sack_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Half-open ranges of seqs received above next_seq."""
+        return tuple(self._ranges)
+
+    @property
+    def tracks(self) -> dict[int, TrackConfig]:
+        return dict(self._tracks)
+
+    @property
+    def buffer_ms(self) -> int:
+        return self._buffer_ms
+
+    @property
+    def arrival_kbps(self) -> int:
+        """Media payload (duplicates included) over the last ARRIVAL_WINDOW_S, in kbit/s."""
+        if self._last_now is not None:
+            self._expire_arrivals(self._last_now)
+        return min(_U32_MAX, round(self._arrival_bytes * 8 / 1000 / ARRIVAL_WINDOW_S))
+
+    @property
+    def messages_received(self) -> int:
+        """Decoded messages, over the receiver's lifetime (all sessions)."""
+        return self._messages_received
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of every message passed to receive(), valid or not."""
+        return self._bytes_received
+
+    @property
+    def duplicates(self) -> int:
+        return self._duplicates
+
+    @property
+    def media_received(self) -> int:
+        """New (non-duplicate) media messages."""
+        return self._media_received
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _on_hello(self, msg: Hello) -> SessionStarted:
+        resumed = msg.session_id == self._session_id and not self._ended
+        if resumed:
+            if msg.acked_seq > self._next_seq:
+                # The sender no longer holds those seqs (another relay acked them): skip them.
+                self._advance_to(msg.acked_seq)
+        else:
+            self._session_id = msg.session_id
+            self._ended = False
+            self._next_seq = msg.acked_seq
+            self._ranges = []
+            self._tracks = {}
+        self._resumed = resumed
+        self._hello = True
+        self._welcome_due = True
+        self._ack_with_welcome = bool(self._ranges)
+        return SessionStarted(session_id=msg.session_id, resumed=resumed, next_seq=self._next_seq)
+
+    def _on_media(self, msg: Media, now: float) -> list[ReceiverEvent]:
+        if msg.track_id not in self._tracks:
+            raise _order(f"MEDIA seq {msg.seq} on track {msg.track_id} before its TRACK")
+        seq = msg.seq
+        ranges = self._ranges
+        i = bisect_right(ranges, (seq, 2**64))  # ranges[i - 1] is the last starting <= seq
+        duplicate = seq < self._next_seq or (i > 0 and seq < ranges[i - 1][1])
+        if not duplicate:
+            if seq > self._next_seq + MAX_SEQ_AHEAD:
+                raise ProtocolError(
+                    CloseCode.BAD_VALUE,
+                    f"MEDIA seq {seq} is more than {MAX_SEQ_AHEAD} ahead of next_seq "
+                    f"{self._next_seq}",
+                )
+            self._insert(seq, i)
+        self._media_since_ack += 1
+        self._expire_arrivals(now)
+        self._arrivals.append((now, len(msg.payload)))
+        self._arrival_bytes += len(msg.payload)
+        if duplicate:
+            self._duplicates += 1
+            return []
+        self._media_received += 1
+        return [MediaReceived(msg)]
+
+    def _insert(self, seq: int, i: int) -> None:
+        """Record a new seq; `i` is the index of the first range starting above it."""
+        ranges = self._ranges
+        if seq == self._next_seq:
+            self._next_seq += 1
+            if ranges and ranges[0][0] == self._next_seq:
+                self._next_seq = ranges.pop(0)[1]
+            return
+        joins_prev = i > 0 and ranges[i - 1][1] == seq
+        joins_next = i < len(ranges) and ranges[i][0] == seq + 1
+        if joins_prev and joins_next:
+            ranges[i - 1] = (ranges[i - 1][0], ranges[i][1])
+            del ranges[i]
+        elif joins_prev:
+            ranges[i - 1] = (ranges[i - 1][0], seq + 1)
+        elif joins_next:
+            ranges[i] = (seq, ranges[i][1])
+        else:
+            if len(ranges) >= MAX_SACK_RANGES:
+                raise ProtocolError(
+                    CloseCode.BAD_VALUE,
+                    f"MEDIA seq {seq} would need SACK range {len(ranges) + 1} "
+                    f"(max {MAX_SACK_RANGES})",
+                )
+            ranges.insert(i, (seq, seq + 1))
+
+    def _advance_to(self, seq: int) -> None:
+        """Treat every seq below `seq` as received (the sender will never send them)."""
+        self._next_seq = seq
+        ranges = [(max(s, seq), e) for s, e in self._ranges if e > seq]
+        if ranges and ranges[0][0] == seq:
+            self._next_seq = ranges.pop(0)[1]
+        self._ranges = ranges
+
+    def _ack_due(self, now: float) -> bool:
+        if self._media_since_ack == 0:
+            return False
+        if self._media_since_ack >= ACK_EVERY_MEDIA or self._last_ack_time is None:
+            return True
+        return now - self._last_ack_time >= self._ack_interval_s
+
+    def _ack(self, now: float) -> bytes:
+        self._media_since_ack = 0
+        self._last_ack_time = now
+        self._expire_arrivals(now)
+        return encode(
+            Ack(
+                next_seq=self._next_seq,
+                buffer_ms=self._buffer_ms,
+                arrival_kbps=self.arrival_kbps,
+                sack_ranges=tuple(self._ranges),
+            )
+        )
+
+    def _expire_arrivals(self, now: float) -> None:
+        horizon = now - ARRIVAL_WINDOW_S
+        while self._arrivals and self._arrivals[0][0] <= horizon:
+            self._arrival_bytes -= self._arrivals.popleft()[1]
+
+
+def _order(detail: str) -> ProtocolError:
+    return ProtocolError(CloseCode.PROTOCOL_ORDER, detail)

@@ -81,6 +81,11 @@ class StreamPipeline:
         self._inbox.put(("stop", None))
         self._thread.join(15)
 
+    @property
+    def buffer_ms(self) -> int:
+        """The playout buffer level at the last tick (cheap: read on every ingest message)."""
+        return int(self._snapshot.get("buffer_ms", 0))
+
     def status(self) -> dict[str, Any]:
         snap = dict(self._snapshot)
         snap["destinations"] = [d.status() for d in self.destinations]
@@ -185,11 +190,12 @@ class StreamPipeline:
             else:
                 live_audio = live_audio[:, :0]
 
+            level_s = playout.level_s(now)
             if self._metrics is not None:
                 for src in OutputSource:
                     self._metrics.output_source.labels(s.name, src.value).set(
                         1 if on_air and src == source else 0)
-                self._metrics.buffer_s.labels(s.name).set(playout.level_s(now))
+                self._metrics.buffer_s.labels(s.name).set(level_s)
                 if playout.skipped_late_units > skipped_reported:
                     self._metrics.skipped_late.labels(s.name).inc(
                         playout.skipped_late_units - skipped_reported)
@@ -197,7 +203,7 @@ class StreamPipeline:
             self._snapshot = {
                 "output_source": source.value if on_air else "offline",
                 "on_air": on_air,
-                "buffer_ms": round(playout.level_s(now) * 1000),
+                "buffer_ms": round(level_s * 1000),
                 "buffered_units": playout.units_buffered,
                 "skipped_late_units": playout.skipped_late_units,
                 "output_frames": dict(frames_by_source),

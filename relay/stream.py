@@ -170,7 +170,7 @@ class StreamRuntime:
 
     async def _flush(self, ws: web.WebSocketResponse, receiver: UplinkReceiver) -> None:
         if self.pipeline is not None:
-            receiver.set_buffer_ms(int(self.pipeline.status().get("buffer_ms", 0)))
+            receiver.set_buffer_ms(self.pipeline.buffer_ms)
         for data in receiver.data_to_send(time.monotonic()):
             await ws.send_bytes(data)
 

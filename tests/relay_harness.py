@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,23 @@ def start_relay(config: Path, port: int, log_path: Path,
             time.sleep(0.1)
     proc.kill()
     raise AssertionError(f"relay did not answer /healthz:\n{log_path.read_text()}")
+
+
+def start_encoder(relay_url: str, stream: str, token: str, log_path: Path, *, resolution: str,
+                  fps: int, kbps: int, duration_s: float) -> subprocess.Popen[bytes]:
+    """A real `steadycast encode --source testpattern`; its summary line comes on stdout."""
+    return subprocess.Popen(
+        steadycast_cmd("encode", "--relay", relay_url, "--stream", stream, "--token", token,
+                       "--resolution", resolution, "--fps", str(fps), "--kbps", str(kbps),
+                       "--duration", str(duration_s), "--preset", "ultrafast"),
+        stdout=subprocess.PIPE, stderr=log_path.open("wb"))
+
+
+def frames_captured(summary: str) -> int:
+    """frames_captured from the encoder's closing `encode done: ...` line."""
+    m = re.search(r"frames_captured=(\d+)", summary)
+    assert m, f"no encoder summary in {summary!r}"
+    return int(m.group(1))
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:

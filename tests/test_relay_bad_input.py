@@ -8,7 +8,6 @@ gets its clear error; the running stream's recording stays complete.
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import sys
 import time
@@ -20,7 +19,9 @@ import pytest
 from monitor.events import read_events
 from tests.relay_harness import (
     frame_numbers,
+    frames_captured,
     get_json,
+    start_encoder,
     start_relay,
     steadycast_cmd,
     stop_process,
@@ -90,11 +91,9 @@ token = "{OTHER_TOKEN}"
 """)
     relay = start_relay(config, port, tmp_path / "relay.log")
     base = f"ws://127.0.0.1:{port}/ingest"
-    encoder = subprocess.Popen(
-        steadycast_cmd("encode", "--relay", f"http://127.0.0.1:{port}", "--stream", "farm1",
-                       "--token", GOOD_TOKEN, "--resolution", "160x90", "--fps", "15",
-                       "--kbps", "100", "--duration", "10", "--preset", "ultrafast"),
-        stdout=subprocess.PIPE, stderr=(tmp_path / "encoder.log").open("wb"))
+    encoder = start_encoder(f"http://127.0.0.1:{port}", "farm1", GOOD_TOKEN,
+                            tmp_path / "encoder.log", resolution="160x90", fps=15, kbps=100,
+                            duration_s=10)
     try:
         time.sleep(2)
 
@@ -156,7 +155,7 @@ token = "{OTHER_TOKEN}"
     # the running stream never noticed
     assert encoder.returncode == 0, summary
     assert "all_acked=True" in summary and "reconnects=0" in summary, summary
-    captured = int(re.search(r"frames_captured=(\d+)", summary).group(1))  # type: ignore[union-attr]
+    captured = frames_captured(summary)
     files = sorted((record_dir / "farm1").glob("*.ts"))
     assert len(files) == 1
     assert frame_numbers(files[0]) == list(range(captured))

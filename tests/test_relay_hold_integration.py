@@ -4,14 +4,13 @@ in front of nginx-rtmp)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from monitor.events import read_events
-from tests.relay_harness import start_relay, steadycast_cmd, stop_process, write_relay_config
+from tests.relay_harness import start_encoder, start_relay, stop_process, write_relay_config
 from tests.support import NginxRtmp, TcpProxy, free_port
 
 pytestmark = pytest.mark.integration
@@ -38,11 +37,9 @@ key = "holdkey"
     relay = start_relay(config, port, tmp_path / "relay.log")
     uplink = TcpProxy("127.0.0.1", port)
     uplink.start()
-    encoder = subprocess.Popen(
-        steadycast_cmd("encode", "--relay", f"http://127.0.0.1:{uplink.port}", "--stream",
-                       "farm1", "--token", TOKEN, "--resolution", "160x90", "--fps", "15",
-                       "--kbps", "100", "--duration", "16", "--preset", "ultrafast"),
-        stdout=subprocess.PIPE, stderr=(tmp_path / "encoder.log").open("wb"))
+    encoder = start_encoder(f"http://127.0.0.1:{uplink.port}", "farm1", TOKEN,
+                            tmp_path / "encoder.log", resolution="160x90", fps=15, kbps=100,
+                            duration_s=16)
     try:
         time.sleep(4)
         uplink.pause()  # 1 s buffer + 0.5 s freeze + 2 s hold < 7 s

@@ -8,8 +8,6 @@ destination down for a while.
 
 from __future__ import annotations
 
-import re
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,9 +17,10 @@ import pytest
 from monitor.events import read_events
 from tests.relay_harness import (
     frame_numbers,
+    frames_captured,
     get_json,
+    start_encoder,
     start_relay,
-    steadycast_cmd,
     stop_process,
     write_relay_config,
 )
@@ -81,11 +80,9 @@ key = "destB"
 
     poller = threading.Thread(target=poll_status, daemon=True)
     poller.start()
-    encoder = subprocess.Popen(
-        steadycast_cmd("encode", "--relay", f"http://127.0.0.1:{uplink.port}", "--stream",
-                       "farm1", "--token", TOKEN, "--resolution", "320x180", "--fps", str(FPS),
-                       "--kbps", "250", "--duration", str(DURATION_S), "--preset", "ultrafast"),
-        stdout=subprocess.PIPE, stderr=(tmp_path / "encoder.log").open("wb"))
+    encoder = start_encoder(f"http://127.0.0.1:{uplink.port}", "farm1", TOKEN,
+                            tmp_path / "encoder.log", resolution="320x180", fps=FPS, kbps=250,
+                            duration_s=DURATION_S)
     try:
         t0 = time.monotonic()
 
@@ -103,9 +100,7 @@ key = "destB"
         out, _ = encoder.communicate(timeout=DURATION_S + 60)
         summary = out.decode()
         assert encoder.returncode == 0, (summary, (tmp_path / "encoder.log").read_text())
-        m = re.search(r"frames_captured=(\d+)", summary)
-        assert m, summary
-        frames_captured = int(m.group(1))
+        captured = frames_captured(summary)
         assert "all_acked=True" in summary
         # the relay plays out its buffer and ends the platform sessions on its own
         deadline = time.monotonic() + 30
@@ -144,7 +139,7 @@ key = "destB"
     recordings = sorted((record_dir / "farm1").glob("*.ts"))
     assert len(recordings) == 1, recordings
     numbers = frame_numbers(recordings[0])
-    assert numbers == list(range(frames_captured)), (
+    assert numbers == list(range(captured)), (
         f"{len(numbers)} frames, first unreadable or out of order at "
         f"{next((i for i, n in enumerate(numbers) if n != i), None)}")
 

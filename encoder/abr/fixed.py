@@ -1,0 +1,14 @@
+"""``fixed``: the start bitrate, always. The baseline that does not adapt."""
+
+from __future__ import annotations
+
+from encoder.abr import register
+from encoder.abr.base import AbrController, Observation
+
+
+@register
+class FixedController(AbrController):
+    name = "fixed"
+
+    def update(self, obs: Observation, *, now: float) -> int:
+        return self.limits.start_kbps

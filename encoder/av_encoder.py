@@ -1,9 +1,19 @@
 """H.264 + AAC encoding of captured frames with PyAV, for the uplink.
 
 The H.264 stream is Annex B with SPS/PPS repeated at every keyframe (no global header), so
-the relay can start decoding at any keyframe and record to MPEG-TS as is. VBV (maxrate and
-bufsize) is on from the start so the bitrate can later be changed on the running encoder
-(``set_kbps``) without a new keyframe.
+the relay can start decoding at any keyframe and record to MPEG-TS as is.
+
+Changing the bitrate of the running encoder without a new keyframe (``set_kbps``): libx264,
+through FFmpeg, picks up a new ``bit_rate`` before the next frame (x264_encoder_reconfig),
+but only with VBV on, and in x264's plain ABR mode (bitrate below maxrate) its rate control
+aims at the average over the whole session so far, so a change barely shows for minutes.
+Opened in CBR mode (``bit_rate`` = maxrate = bufsize at open, then lowered at once), x264's
+rate control forgets the past quickly and a new bitrate holds within about a second
+(measured: 1500 -> 400 kbit/s settles in 1 to 1.5 s, tests/test_av_encoder_rate.py).
+maxrate stays at the session's ceiling (PyAV cannot write rc_max_rate after open).
+
+x264 budgets bits per frame from the nominal frame rate, not from timestamps, so when the
+frame-rate governor keeps every k-th frame the encoder is asked for k times the bitrate.
 """
 
 from __future__ import annotations
@@ -44,13 +54,15 @@ class MediaEncoder:
         v.width, v.height, v.pix_fmt = width, height, "yuv420p"
         v.time_base = Fraction(1, fps)
         v.framerate = Fraction(fps, 1)
-        v.bit_rate = kbps * 1000
-        ceiling = max_kbps or kbps
+        ceiling = max(kbps, max_kbps or kbps)
+        self.ceiling_kbps = ceiling
+        v.bit_rate = ceiling * 1000  # CBR mode at open: see the module docstring
         gop = max(1, round(fps * keyframe_s))
         v.options = {"preset": preset, "tune": "zerolatency", "g": str(gop),
                      "keyint_min": str(gop), "sc_threshold": "0",
                      "maxrate": f"{ceiling}k", "bufsize": f"{ceiling}k"}
         v.open()
+        v.bit_rate = kbps * 1000
         a = CodecContext.create("aac", "w")
         a.sample_rate = sample_rate
         a.layout = "mono"
@@ -76,8 +88,10 @@ class MediaEncoder:
                         extradata=bytes(a.extradata or b"")),
         ]
 
-    def set_kbps(self, kbps: int) -> None:
-        self._v.bit_rate = kbps * 1000
+    def set_kbps(self, kbps: int, frame_step: int = 1) -> None:
+        """Video bitrate from the next frame on; `frame_step` k: only every k-th frame is
+        encoded (the rate per frame is scaled up to match, at most the ceiling)."""
+        self._v.bit_rate = min(self.ceiling_kbps, kbps * max(1, frame_step)) * 1000
 
     def encode_video(self, bgr: npt.NDArray[np.uint8], index: int,
                      capture_time_us: int) -> list[EncodedUnit]:

@@ -41,4 +41,4 @@ __all__ = ["UPDATE_INTERVAL_S", "AbrController", "AbrLimits", "AckSample", "Obse
            "create", "names", "register"]
 
 # the controllers (imported last: they use `register` above)
-from encoder.abr import fixed, steady  # noqa: E402,F401
+from encoder.abr import belacoder, fixed, gcc, obs, steady  # noqa: E402,F401

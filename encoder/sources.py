@@ -1,9 +1,14 @@
 """Capture sources: what the encoder turns into a stream.
 
-A source is asked, once per output frame, for a BGR picture at the session's resolution and
-for the audio samples of that frame's duration (planar float32, mono, 48 kHz).
-- ``testpattern``: a moving picture with the machine-readable frame code and a beep tone.
-- ``file:PATH``: any file PyAV reads, looped, its audio resampled (silence if it has none).
+A video source is asked, once per output frame, for a BGR picture at the session's resolution
+(``video(frame_number, capture_time_ms)``); it must not block.
+- ``testpattern``: a moving picture with the machine-readable frame code (and a beep tone).
+- ``file:PATH``: any file PyAV reads, looped, with the frame code drawn on it (its audio,
+  resampled, is silence if it has none).
+- ``camera:N`` / ``camera:/dev/videoX``: a camera through OpenCV (``encoder.camera``).
+
+Audio is picked separately (``encoder.audio_sources.open_audio``); the ``audio(n)`` of the
+video sources (planar float32, mono, 48 kHz) is kept for callers of the older ``Source``.
 """
 
 from __future__ import annotations
@@ -30,18 +35,39 @@ class SourceError(Exception):
     """A source that cannot be opened or read, in plain words."""
 
 
-class Source(Protocol):
-    def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]: ...
+SOURCE_SPECS_HELP = (
+    "testpattern, file:PATH (a media file, looped) or camera:N (N a camera number like 0, or "
+    "a device path like /dev/video0)")
 
-    def audio(self, n: int) -> npt.NDArray[np.float32]: ...
+
+class VideoSource(Protocol):
+    def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]:
+        """A BGR uint8 (height, width, 3) picture at the session's size; never blocks long."""
+        ...
+
+    def describe(self) -> str:
+        """One plain line: what this source is and what it really gives."""
+        ...
 
     def close(self) -> None: ...
 
 
+class Source(VideoSource, Protocol):
+    """A video source that also gives audio (planar float32 mono) the older way."""
+
+    def audio(self, n: int) -> npt.NDArray[np.float32]: ...
+
+
 class TestPatternSource:
+    __test__ = False  # not a pytest test class despite the name
+
     def __init__(self, width: int, height: int, fps: int, sample_rate: int, title: str) -> None:
         self._pattern = TestPattern(width, height, fps, title)
         self._tone = ToneGenerator(sample_rate=sample_rate, channels=1)
+
+    def describe(self) -> str:
+        p = self._pattern
+        return f"test pattern: {p.width}x{p.height} at {p.fps:g} fps"
 
     def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]:
         return self._pattern.video_frame(frame_number, capture_time_ms)
@@ -79,6 +105,21 @@ class FileSource:
         self._last_pts_s = 0.0
         self._decoder = self._decode()
         self._eof_in_a_row = 0
+        stream = self._container.streams.video[0]
+        self._file_size = (stream.codec_context.width, stream.codec_context.height)
+        self._file_fps = float(stream.average_rate or stream.guessed_rate or 0)
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether the file has an audio track (without one, ``audio()`` is silence)."""
+        return self._has_audio
+
+    def describe(self) -> str:
+        w, h = self._file_size
+        rate = f"{self._file_fps:g} fps" if self._file_fps > 0 else "an unknown frame rate"
+        sound = "with audio" if self._has_audio else "no audio"
+        return (f"file {str(self.path)!r}: {w}x{h} at {rate}, {sound}, looped "
+                f"(sent as {self._size[0]}x{self._size[1]} at {self._fps})")
 
     def _decode(self) -> Any:
         streams = [self._container.streams.video[0]]
@@ -143,8 +184,16 @@ class FileSource:
 
 def open_source(spec: str, width: int, height: int, fps: int, sample_rate: int,
                 title: str = "steadycast") -> Source:
+    """Open the video source named by ``spec``; a bad spec or device raises SourceError."""
     if spec == "testpattern":
         return TestPatternSource(width, height, fps, sample_rate, title)
     if spec.startswith("file:"):
-        return FileSource(Path(spec[5:]).expanduser(), width, height, fps, sample_rate)
-    raise SourceError(f"unknown source {spec!r}: use 'testpattern' or 'file:PATH'")
+        path = spec[len("file:"):].strip()
+        if not path:
+            raise SourceError("file: needs a path after the colon, e.g. file:/home/me/clip.mp4")
+        return FileSource(Path(path).expanduser(), width, height, fps, sample_rate)
+    if spec.startswith("camera:"):
+        from encoder.camera import CameraSource, parse_camera_device  # imports this module
+
+        return CameraSource(parse_camera_device(spec[len("camera:"):]), width, height, fps)
+    raise SourceError(f"unknown source {spec!r}: use {SOURCE_SPECS_HELP}")

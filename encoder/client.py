@@ -1,10 +1,21 @@
-"""The uplink client: connects to the relay, resumes after every drop, loses nothing.
+"""The uplink client: connects to the relay, adapts the bitrate, resumes after every drop,
+loses nothing.
 
-asyncio glue around the sans-I/O ``UplinkSender``: the capture thread hands it encoded
-units; a writer task sends what the sender says to send (TCP back-pressure through the
-WebSocket's drain); a reader task feeds the relay's ACKs back. A lost connection is retried
-after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S; a refused publish (unknown stream,
-wrong token) is fatal and reported in plain words.
+asyncio glue around the sans-I/O cores: the capture thread hands encoded units to the
+``UplinkSender``; a writer task sends what the sender says to send, keeping at most an
+in-flight window of unacknowledged bytes in the transport (so the kernel's socket buffers
+never hide a queue the sender could still reorder); a reader task feeds the relay's ACKs
+back; a control task asks the ABR controller for a bitrate every ``UPDATE_INTERVAL_S``,
+feeds the dropout detector, moves the live edge after a long outage, and shows the status.
+
+A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S; a refused
+publish (unknown stream, wrong token) is fatal and reported in plain words.
+
+Live edge first: when the media still waiting for the relay is older than the relay's
+buffer (minus ``LIVE_ALLOWANCE_MS`` for the trip), it can no longer be shown live. The
+client then moves the live edge to the newest video keyframe (``UplinkSender.jump_to_live``):
+from there media goes first, and what the jump skipped follows flagged as backfill, at low
+priority, so the relay's recording still ends complete.
 """
 
 from __future__ import annotations
@@ -12,28 +23,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 
-from encoder.av_encoder import EncodedUnit
+from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, AckSample, Observation, create
+from encoder.av_encoder import VIDEO_TRACK_ID, EncodedUnit
 from encoder.capture import CaptureLoop
 from encoder.settings import (
     ACK_TIMEOUT_S,
+    AUDIO_KBPS,
     FINAL_ACK_WAIT_S,
     RECONNECT_FIRST_S,
     RECONNECT_MAX_S,
     EncoderSettings,
 )
+from encoder.status import SenderStatus, status_line
+from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, DropoutStarted
+from monitor.events import EventLog, iso_utc
 from uplink import Acked, ProtocolError, RemoteBye, UplinkSender, Welcomed
+from uplink.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH_BYTES = 256 * 1024
 STATS_INTERVAL_S = 1.0
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MIN_INFLIGHT_BYTES = 64 * 1024  # the in-flight window never closes below this
+INFLIGHT_MIN_S = 0.5  # ... and holds at least this long of the measured delivery rate
+INFLIGHT_RTTS = 2.0  # ... or this many RTTs of it, whichever is longer
+LIVE_ALLOWANCE_MS = 1000  # media this close to the relay's buffer age is still sent live
+RATE_WINDOW_S = 1.0  # sent/acked bitrates on the status line
+STATUS_TTY_INTERVAL_S = 1.0
+STATUS_LOG_INTERVAL_S = 10.0
+MB = 1024 * 1024
 
 
 class PublishRefused(Exception):
@@ -43,39 +70,195 @@ class PublishRefused(Exception):
 @dataclass
 class EncodeSummary:
     frames_captured: int
+    frames_encoded: int
     media_messages: int
     acked_seq: int
     all_acked: bool
     connections: int
     reconnects: int
+    outages: int
+    outage_s_total: float
+    live_jumps: int
 
     def line(self) -> str:
         return (f"encode done: frames_captured={self.frames_captured} "
+                f"frames_encoded={self.frames_encoded} "
                 f"media_messages={self.media_messages} acked={self.acked_seq} "
                 f"all_acked={self.all_acked} connections={self.connections} "
-                f"reconnects={self.reconnects}")
+                f"reconnects={self.reconnects} outages={self.outages} "
+                f"outage_s={self.outage_s_total:.1f} live_jumps={self.live_jumps}")
+
+
+class _Rate:
+    """Bytes per second over a sliding window of cumulative-total samples."""
+
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, now: float, total: int) -> float:
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self._window_s:
+            self._samples.popleft()
+        t0, b0 = self._samples[0]
+        return 0.0 if now - t0 <= 0 else (total - b0) / (now - t0)
 
 
 class UplinkClient:
-    def __init__(self, settings: EncoderSettings) -> None:
-        self.settings = settings
-        self.sender = UplinkSender()
+    def __init__(self, settings: EncoderSettings, status_stream: TextIO | None = None) -> None:
+        s = self.settings = settings
+        self.spool = Spool(memory_limit_bytes=s.spool_memory_mb * MB,
+                           disk_limit_bytes=s.spool_disk_mb * MB, directory=s.spool_dir)
+        self.sender = UplinkSender(spool=self.spool)
+        self.abr = create(s.abr, AbrLimits(min_kbps=s.min_kbps, max_kbps=s.max_kbps,
+                                           start_kbps=s.start_kbps, audio_kbps=AUDIO_KBPS))
+        self.target_kbps = s.start_kbps
+        self.events = EventLog(s.events_path)
+        self.detector = DropoutDetector()
+        self._status_stream = status_stream if status_stream is not None else sys.stderr
         self._wake = asyncio.Event()
-        self._capture_error: str | None = None
+        self._fatal: str | None = None
+        self._acks: list[AckSample] = []
+        self._newest_keyframe_seq: int | None = None
+        self._sent_rate = _Rate(RATE_WINDOW_S)
+        self._acked_rate = _Rate(RATE_WINDOW_S)
+        self._status: SenderStatus | None = None
+        self._phase = "connecting"
         self.connections = 0
-        self._capture_done = False
+        self.outages = 0
+        self.outage_s_total = 0.0
+        self.live_jumps = 0
+        self.capture: CaptureLoop | None = None
 
     # --- from the capture thread (via call_soon_threadsafe) ------------------------------
     def _push(self, units: list[EncodedUnit]) -> None:
         now = time.monotonic()
         for u in units:
-            self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts, u.capture_time_us,
-                                   u.payload, now)
+            try:
+                seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
+                                             u.capture_time_us, u.payload, now)
+            except SpoolFull as exc:
+                self._fatal = (f"{exc}. The uplink has been down too long for --spool-disk-mb; "
+                               "the local --record copy (if any) is complete")
+                break
+            if u.track_id == VIDEO_TRACK_ID and u.keyframe:
+                self._newest_keyframe_seq = seq
+                self._maybe_jump_to_live()
         self._wake.set()
 
     def _error(self, message: str) -> None:
-        self._capture_error = message
+        self._fatal = message
         self._wake.set()
+
+    # --- decisions --------------------------------------------------------------------------
+    def _maybe_jump_to_live(self) -> None:
+        """Move the live edge to the newest keyframe when older media can no longer be live."""
+        kf = self._newest_keyframe_seq
+        buffer_ms = self.sender.relay_buffer_ms
+        if kf is None or buffer_ms is None or kf <= self.sender.acked_seq:
+            return
+        if self.sender.live_lag_ms > max(0, buffer_ms - LIVE_ALLOWANCE_MS) and \
+                self.sender.live_from_seq < kf:
+            log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
+                     "edge moves to seq %d; the rest follows as backfill",
+                     self.sender.live_lag_ms / 1000, buffer_ms / 1000, kf)
+            self.sender.jump_to_live(kf)
+            self.live_jumps += 1
+            self.events.write("live_edge_jump", stream=self.settings.stream, seq=kf,
+                              lag_ms=self.sender.live_lag_ms)
+
+    def _inflight_window(self) -> int:
+        rate_bps = (self.sender.relay_arrival_kbps or self.target_kbps) * 1000 / 8
+        hold_s = max(INFLIGHT_MIN_S, INFLIGHT_RTTS * (self.sender.srtt_s or 0.0))
+        return max(MIN_INFLIGHT_BYTES, int(rate_bps * hold_s))
+
+    def _observe(self) -> Observation:
+        s = self.sender
+        acks, self._acks = tuple(self._acks), []
+        return Observation(
+            connected=s.connected, sent_bytes_total=s.sent_bytes_total,
+            acked_bytes_total=s.acked_bytes_total, backlog_bytes=s.backlog_bytes,
+            backlog_ms=s.live_lag_ms, unsent_bytes=s.unsent_bytes, unsent_ms=s.unsent_ms,
+            srtt_s=s.srtt_s, last_ack_time=s.last_ack_time, relay_buffer_ms=s.relay_buffer_ms,
+            relay_arrival_kbps=s.relay_arrival_kbps, target_kbps=self.target_kbps, acks=acks)
+
+    def _dropout_events(self, events: list[DropoutEvent]) -> None:
+        name = self.settings.stream
+        for ev in events:
+            if isinstance(ev, DropoutStarted):
+                log.warning("uplink: outage started (%s)", ev.cause.value)
+                self.events.write("uplink_dropout_started", stream=name, start=iso_utc(ev.start),
+                                  cause=ev.cause.value)
+            elif isinstance(ev, DropoutEnded):
+                self.outages += 1
+                self.outage_s_total += ev.duration_s
+                log.warning("uplink: outage ended after %.2f s (%s)", ev.duration_s,
+                            ev.cause.value)
+                self.events.write("uplink_outage", stream=name, start=iso_utc(ev.start),
+                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
+                                  cause=ev.cause.value)
+
+    def status(self) -> SenderStatus | None:
+        """The latest snapshot (refreshed by the control task)."""
+        return self._status
+
+    def _snapshot(self, mono: float) -> SenderStatus:
+        s = self.sender
+        cap = self.capture
+        in_outage = self.detector.current_start
+        state = self._phase
+        if state == "live" and in_outage is not None:
+            state = "outage"
+        elif state == "live" and s.live_lag_ms > 1000:
+            state = "catching-up"
+        return SenderStatus(
+            state=state, abr=self.abr.name, abr_state=self.abr.describe(),
+            target_kbps=self.target_kbps,
+            sent_kbps=self._sent_rate.update(mono, s.sent_bytes_total) * 8 / 1000,
+            acked_kbps=self._acked_rate.update(mono, s.acked_bytes_total) * 8 / 1000,
+            effective_fps=cap.effective_fps if cap else 0.0,
+            backlog_bytes=s.backlog_bytes, backlog_ms=s.backlog_ms,
+            relay_buffer_ms=s.relay_buffer_ms,
+            srtt_ms=None if s.srtt_s is None else s.srtt_s * 1000,
+            connections=self.connections, reconnects=max(0, self.connections - 1),
+            outages=self.outages, outage_s_total=self.outage_s_total,
+            in_outage_s=None if in_outage is None else max(0.0, time.time() - in_outage),
+            sent_bytes_total=s.sent_bytes_total, acked_bytes_total=s.acked_bytes_total,
+            retransmitted_bytes_total=s.retransmitted_bytes_total,
+            frames_captured=cap.frames_captured if cap else 0,
+            frames_encoded=cap.frames_encoded if cap else 0,
+            spool_memory_bytes=self.spool.memory_bytes, spool_disk_bytes=self.spool.disk_bytes,
+            backfill_pending=s.backfill_bytes > 0)
+
+    async def _control(self) -> None:
+        """ABR, dropout detector, live edge and status, every UPDATE_INTERVAL_S."""
+        s = self.settings
+        tty = self._status_stream.isatty()
+        interval = s.status_interval_s or (STATUS_TTY_INTERVAL_S if tty else
+                                           STATUS_LOG_INTERVAL_S)
+        next_status = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(UPDATE_INTERVAL_S)
+            mono, wall = time.monotonic(), time.time()
+            kbps = self.abr.update(self._observe(), now=mono)
+            if kbps != self.target_kbps:
+                log.debug("abr %s: %d -> %d kbit/s (%s)", self.abr.name, self.target_kbps,
+                          kbps, self.abr.describe())
+                self.target_kbps = kbps
+                if self.capture is not None:
+                    self.capture.set_target_kbps(kbps)
+            if self.sender.backlog_bytes == 0 and self.sender.connected:
+                self._dropout_events(self.detector.on_media(wall))  # nothing is late
+            self._dropout_events(self.detector.poll(wall))
+            self._status = self._snapshot(mono)
+            if not s.quiet and mono >= next_status:
+                next_status = mono + interval
+                line = status_line(self._status)
+                if tty:
+                    self._status_stream.write("\r\x1b[2K" + line)
+                else:
+                    self._status_stream.write(line + "\n")
+                self._status_stream.flush()
 
     # --- the session ---------------------------------------------------------------------
     async def run(self) -> EncodeSummary:
@@ -87,20 +270,27 @@ class UplinkClient:
         def on_error(message: str) -> None:
             loop.call_soon_threadsafe(self._error, message)
 
-        capture = CaptureLoop(self.settings, on_units, on_error)
+        capture = self.capture = CaptureLoop(self.settings, on_units, on_error)
+        log.info("source: %s", capture.describe())
         for track in capture.tracks():
             self.sender.add_track(track)
         capture.start()
         capture_done = asyncio.ensure_future(asyncio.to_thread(capture.done.wait))
+        control = asyncio.create_task(self._control())
         backoff: float | None = None
         final_deadline: float | None = None
         try:
+            if self.settings.metrics_port is not None:
+                from encoder.metrics import serve_metrics
+
+                serve_metrics(self.settings.stream, self.status, self.settings.metrics_port,
+                              self.settings.metrics_host)
             async with aiohttp.ClientSession() as http:
                 while True:
-                    if self._capture_error:
-                        raise RuntimeError(self._capture_error)
+                    if self._fatal:
+                        raise RuntimeError(self._fatal)
                     if capture_done.done():
-                        self._capture_done = True
+                        self._phase = "finishing"
                         if final_deadline is None:
                             final_deadline = time.monotonic() + FINAL_ACK_WAIT_S
                         if self.sender.all_acked or time.monotonic() > final_deadline:
@@ -108,26 +298,43 @@ class UplinkClient:
                     try:
                         await self._connect_and_stream(http, capture_done)
                         backoff = None
-                        if self._capture_done and self.sender.all_acked:
+                        if capture_done.done() and self.sender.all_acked:
                             break
                     except PublishRefused:
                         raise
                     except (TimeoutError, aiohttp.ClientError, OSError, ProtocolError) as exc:
+                        if self._fatal:
+                            raise RuntimeError(self._fatal) from exc
                         backoff = RECONNECT_FIRST_S if backoff is None else min(
                             backoff * 2, RECONNECT_MAX_S)
                         log.warning("uplink: %s; reconnecting in %.2f s",
                                     _describe(exc), backoff)
                         await asyncio.sleep(backoff)
         finally:
+            control.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await control
             capture.stop()
             capture_done.cancel()
-        return EncodeSummary(capture.frames_captured, self.sender.next_seq_to_assign,
-                             self.sender.acked_seq, self.sender.all_acked, self.connections,
-                             max(0, self.connections - 1))
+            self._dropout_events(self.detector.stop(time.time()))
+            if not self.settings.quiet and self._status_stream.isatty():
+                self._status_stream.write("\n")
+            if capture.record_summary is not None:
+                r = capture.record_summary
+                log.info("local recording %s: %d frames (%d dropped), %d audio packets, %.1f MB",
+                         r.path, r.frames_written, r.frames_dropped, r.audio_packets,
+                         r.bytes / 1e6)
+            self.sender.close()
+        return EncodeSummary(capture.frames_captured, capture.frames_encoded,
+                             self.sender.next_seq_to_assign, self.sender.acked_seq,
+                             self.sender.all_acked, self.connections,
+                             max(0, self.connections - 1), self.outages, self.outage_s_total,
+                             self.live_jumps)
 
     async def _connect_and_stream(self, http: aiohttp.ClientSession,
                                   capture_done: asyncio.Future[Any]) -> None:
         s = self.settings
+        self._phase = "connecting" if not capture_done.done() else "finishing"
         try:
             ws = await http.ws_connect(
                 s.ingest_url, headers={"Authorization": f"Bearer {s.token}"},
@@ -144,8 +351,7 @@ class UplinkClient:
         self.connections += 1
         log.info("uplink: connected to %s (connection %d)", _safe_url(s.ingest_url),
                  self.connections)
-        now = time.monotonic()
-        self.sender.connection_made(now)
+        self.sender.connection_made(time.monotonic())
         reader = asyncio.create_task(self._read(ws))
         try:
             await self._write(ws, reader, capture_done)
@@ -154,22 +360,30 @@ class UplinkClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             self.sender.connection_lost(time.monotonic())
+            self._dropout_events(self.detector.on_connection_lost(time.time()))
+            if self._phase == "live":
+                self._phase = "connecting"
             if not ws.closed:
                 await ws.close()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
-                for ev in self.sender.receive(msg.data, time.monotonic()):
+                now = time.monotonic()
+                for ev in self.sender.receive(msg.data, now):
                     if isinstance(ev, Welcomed):
                         log.info("uplink: relay %s the session at seq %d (buffer %d ms)",
                                  "resumed" if ev.resumed else "started", ev.next_seq,
                                  ev.buffer_ms)
+                        self._phase = "live"
+                        self._maybe_jump_to_live()
                     elif isinstance(ev, RemoteBye):
                         log.info("uplink: relay ended the session: %s", ev.reason)
                         return
-                    elif isinstance(ev, Acked):
-                        pass
+                    elif isinstance(ev, Acked) and ev.newly_acked_bytes > 0:
+                        sent_at = None if ev.rtt_s is None else now - ev.rtt_s
+                        self._acks.append(AckSample(now, ev.newly_acked_bytes, sent_at))
+                        self._dropout_events(self.detector.on_media(time.time()))
                 self._wake.set()
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                               aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
@@ -180,20 +394,26 @@ class UplinkClient:
                      capture_done: asyncio.Future[Any]) -> None:
         last_stats = 0.0
         last_progress = time.monotonic()
-        last_acked = self.sender.acked_seq
+        last_acked = self.sender.acked_bytes_total
         while True:
             if reader.done():
                 reader.result()  # raises the reason the connection ended
                 return
+            if self._fatal:
+                raise ConnectionError(self._fatal)
             now = time.monotonic()
-            for data in self.sender.data_to_send(now, max_bytes=SEND_BATCH_BYTES):
-                # a link that takes nothing for ACK_TIMEOUT_S is treated as dead
-                await asyncio.wait_for(ws.send_bytes(data), ACK_TIMEOUT_S)
+            room = self._inflight_window() - (self.sender.backlog_bytes -
+                                              self.sender.unsent_bytes)
+            if room > 0 or not self.sender.connected:
+                for data in self.sender.data_to_send(now, max_bytes=min(SEND_BATCH_BYTES,
+                                                                        max(1, room))):
+                    # a link that takes nothing for ACK_TIMEOUT_S is treated as dead
+                    await asyncio.wait_for(ws.send_bytes(data), ACK_TIMEOUT_S)
             if now - last_stats >= STATS_INTERVAL_S and self.sender.connected:
-                await ws.send_bytes(self.sender.stats_message(now, self.settings.kbps))
+                await ws.send_bytes(self.sender.stats_message(now, self.target_kbps))
                 last_stats = now
-            if self.sender.acked_seq != last_acked or self.sender.all_acked:
-                last_acked, last_progress = self.sender.acked_seq, now
+            if self.sender.acked_bytes_total != last_acked or self.sender.all_acked:
+                last_acked, last_progress = self.sender.acked_bytes_total, now
             elif now - last_progress > ACK_TIMEOUT_S:
                 raise ConnectionError(f"no acknowledgement from the relay for {ACK_TIMEOUT_S:g} s")
             if capture_done.done() and self.sender.all_acked and self.sender.connected:
@@ -201,7 +421,9 @@ class UplinkClient:
                 await ws.close()
                 return
             self._wake.clear()
-            if self.sender.unsent_bytes == 0 or not self.sender.connected:
+            room = self._inflight_window() - (self.sender.backlog_bytes -
+                                              self.sender.unsent_bytes)
+            if self.sender.unsent_bytes == 0 or room <= 0 or not self.sender.connected:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.1)
 

@@ -205,8 +205,10 @@ class StreamRuntime:
             self.metrics.ingest_bytes.labels(name).inc(len(m.payload))
             self._dropout_events(self.detector.on_media(time.time()))
             if self.recorder is not None:
-                self.recorder.media(m)
-            if self.pipeline is not None:
+                # every seq below the receiver's next_seq has arrived or never will
+                self.recorder.media(m, received_below=(
+                    self.receiver.next_seq if self.receiver is not None else None))
+            if self.pipeline is not None and not m.backfill:  # backfill is behind the live edge
                 self.pipeline.push(AccessUnit(
                     track_id=m.track_id, is_video=m.track_id in self._video_tracks,
                     pts_s=float(m.pts * tb), dts_s=float(m.dts * tb), keyframe=m.keyframe,

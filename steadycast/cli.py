@@ -21,6 +21,8 @@ log = logging.getLogger("steadycast")
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+MIN_KBPS_DEFAULT = 150  # video; with 64 kbit/s of audio, a 0.3 Mbit/s link still carries it
+MAX_KBPS_DEFAULT = 2500
 
 
 def _setup_logging(level: str) -> None:
@@ -89,11 +91,27 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(f"steadycast encode: --relay {args.relay!r} must start with http:// or https://",
               file=sys.stderr)
         return EXIT_USAGE
+    start_kbps = args.start_kbps if args.start_kbps is not None else args.kbps
+    # unset bounds make room for the start bitrate; bounds given explicitly must hold it
+    min_kbps = args.min_kbps if args.min_kbps is not None else min(MIN_KBPS_DEFAULT, start_kbps)
+    max_kbps = args.max_kbps if args.max_kbps is not None else max(MAX_KBPS_DEFAULT, start_kbps)
+    if not min_kbps <= start_kbps <= max_kbps:
+        print(f"steadycast encode: the start bitrate {start_kbps} kbit/s must lie within "
+              f"--min-kbps {min_kbps} and --max-kbps {max_kbps}", file=sys.stderr)
+        return EXIT_USAGE
     settings = EncoderSettings(
         relay_url=args.relay, stream=args.stream, token=token, source=args.source,
-        kbps=args.kbps, width=int(m.group(1)), height=int(m.group(2)), fps=args.fps,
+        audio=args.audio, abr=args.abr, start_kbps=start_kbps, min_kbps=min_kbps,
+        max_kbps=max_kbps, fps_floor_kbps=args.fps_floor_kbps,
+        width=int(m.group(1)), height=int(m.group(2)), fps=args.fps,
         duration_s=args.duration, title=args.title, x264_preset=args.preset,
-        verify_tls=not args.insecure)
+        verify_tls=not args.insecure, spool_memory_mb=args.spool_memory_mb,
+        spool_disk_mb=args.spool_disk_mb,
+        spool_dir=Path(args.spool_dir).expanduser() if args.spool_dir else None,
+        record_path=Path(args.record).expanduser() if args.record else None,
+        record_kbps=args.record_kbps, quiet=args.quiet, status_interval_s=args.status_interval,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+        events_path=Path(args.events).expanduser() if args.events else None)
     client = UplinkClient(settings)
     try:
         summary = asyncio.run(_run_until_signal(client))
@@ -103,6 +121,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     except PublishRefused as exc:
         print(f"steadycast encode: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except (ValueError, OSError) as exc:  # a bad --record path, a metrics port in use, ...
+        print(f"steadycast encode: {REDACTOR.scrub(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except RuntimeError as exc:
         print(f"steadycast encode: {REDACTOR.scrub(str(exc))}", file=sys.stderr)
         return 1
@@ -147,30 +168,95 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override [relay] listen from the config")
     r.set_defaults(func=cmd_relay)
 
+    from encoder.abr import names as abr_names
+    from encoder.settings import (
+        RECORD_KBPS_DEFAULT,
+        SPOOL_DISK_MB_DEFAULT,
+        SPOOL_MEMORY_MB_DEFAULT,
+    )
+
     e = sub.add_parser(
-        "encode", help="capture, encode and send a stream to a relay",
-        description="Capture a source, encode H.264 + AAC at a fixed bitrate and send it to the "
-                    "relay. Reconnects on its own (first retry within 0.5 s, at most 2 s apart) "
-                    "and resends whatever the relay has not acknowledged, so nothing is lost.")
+        "encode", help="capture, encode and send a stream to a relay, adapting to the link",
+        description="Capture a source, encode H.264 + AAC and send it to the relay. The video "
+                    "bitrate follows the link (--abr); below the resolution's floor the frame "
+                    "rate is lowered instead of the picture falling apart. Reconnects on its "
+                    "own (first retry within 0.5 s, at most 2 s apart) and keeps every byte "
+                    "the relay has not acknowledged (in memory, then on disk), so nothing is "
+                    "lost; after an outage longer than the relay's buffer the live edge is "
+                    "sent first and the rest follows for the relay's recording.",
+    )
     e.add_argument("--relay", required=True, metavar="URL",
                    help="the relay's base URL, e.g. http://relay.example:8080")
     e.add_argument("--stream", required=True, help="stream name configured at the relay")
     e.add_argument("--token", metavar="TOKEN",
                    help="publish token (or env:NAME to read it from a variable); default: "
                         "$STEADYCAST_TOKEN. Prefer the variable: arguments show in 'ps'")
-    e.add_argument("--source", default="testpattern",
-                   help="'testpattern' (moving picture with frame number and capture time, "
-                        "plus a tone) or 'file:PATH' (looped); default: testpattern")
-    e.add_argument("--kbps", type=int, default=1000, help="video bitrate in kbit/s (default 1000)")
-    e.add_argument("--resolution", default="1280x720", help="WIDTHxHEIGHT (default 1280x720)")
-    e.add_argument("--fps", type=int, default=30, help="frames per second (default 30)")
-    e.add_argument("--duration", type=float, metavar="S",
+    g = e.add_argument_group("source")
+    g.add_argument("--source", default="testpattern",
+                   help="'testpattern' (moving picture with frame number and capture time), "
+                        "'file:PATH' (looped) or 'camera:N' (camera number or /dev/videoN; "
+                        "reconnected on its own if unplugged); default: %(default)s")
+    g.add_argument("--audio", default="auto",
+                   help="'none' (a silent track), 'tone' (a beep), 'file' (the file source's "
+                        "audio) or 'device:NAME' (e.g. device:default, through PulseAudio or "
+                        "ALSA); auto (the default): tone for testpattern, file for file:, "
+                        "none for camera:")
+    g.add_argument("--resolution", default="1280x720",
+                   help="WIDTHxHEIGHT, constant for the session (default %(default)s)")
+    g.add_argument("--fps", type=int, default=30, help="frames per second (default %(default)s)")
+    g.add_argument("--title", default="steadycast",
+                   help="title drawn in the test pattern (default %(default)s)")
+    g.add_argument("--duration", type=float, metavar="S",
                    help="stop after S seconds of capture, wait for the relay to acknowledge "
                         "everything, then end the stream cleanly; default: run until Ctrl-C")
-    e.add_argument("--title", default="steadycast", help="title drawn in the test pattern")
-    e.add_argument("--preset", default="veryfast", help="libx264 preset (default veryfast)")
-    e.add_argument("--insecure", action="store_true",
+    b = e.add_argument_group("bitrate")
+    b.add_argument("--abr", default="steady", choices=abr_names(),
+                   help="bitrate controller: steady (ours, for links with outages), belacoder, "
+                        "obs, gcc (re-implementations of those projects' published rules) or "
+                        "fixed (always the start bitrate); default: %(default)s")
+    b.add_argument("--start-kbps", type=int, metavar="KBPS",
+                   help="video bitrate at the start (default 1000)")
+    b.add_argument("--kbps", type=int, default=1000, help=argparse.SUPPRESS)
+    b.add_argument("--min-kbps", type=int,
+                   help=f"never below this video bitrate (default {MIN_KBPS_DEFAULT}, or the "
+                        "start bitrate if lower)")
+    b.add_argument("--max-kbps", type=int,
+                   help=f"never above this video bitrate, also the encoder's VBV ceiling "
+                        f"(default {MAX_KBPS_DEFAULT}, or the start bitrate if higher)")
+    b.add_argument("--fps-floor-kbps", type=int, metavar="KBPS",
+                   help="below this video bitrate, lower the frame rate (30 -> 15 -> 10 fps); "
+                        "default: 0.03 bit per pixel per frame (829 at 1280x720@30, 207 at "
+                        "640x360@30)")
+    b.add_argument("--preset", default="veryfast", help="libx264 preset (default %(default)s)")
+    k = e.add_argument_group("nothing lost")
+    k.add_argument("--spool-memory-mb", type=int, default=SPOOL_MEMORY_MB_DEFAULT,
+                   help="unacknowledged media kept in memory before spilling to disk "
+                        "(default %(default)s)")
+    k.add_argument("--spool-disk-mb", type=int, default=SPOOL_DISK_MB_DEFAULT,
+                   help="at most this much spilled to disk; if an outage outlasts it the "
+                        "encoder stops with a clear message (default %(default)s)")
+    k.add_argument("--spool-dir", metavar="DIR",
+                   help="where to spill (default: the system's temp directory)")
+    k.add_argument("--record", metavar="PATH.mp4",
+                   help="also keep a local full-quality copy (fragmented MP4, playable even "
+                        "after a crash), encoded at --record-kbps on its own thread")
+    k.add_argument("--record-kbps", type=int, default=RECORD_KBPS_DEFAULT,
+                   help="video bitrate of the local copy (default %(default)s)")
+    k.add_argument("--insecure", action="store_true",
                    help="accept a relay's self-signed TLS certificate (https:// relays)")
+    o = e.add_argument_group("observability")
+    o.add_argument("--quiet", action="store_true", help="no live status line")
+    o.add_argument("--status-interval", type=float, metavar="S",
+                   help="seconds between status lines (default: 1 on a terminal, where the "
+                        "line is redrawn in place; 10 otherwise)")
+    o.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on this port (/metrics)")
+    o.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for --metrics-port (default %(default)s; 0.0.0.0 lets another "
+                        "machine scrape)")
+    o.add_argument("--events", metavar="PATH",
+                   help="append uplink outages and live-edge jumps to this JSON-lines file "
+                        "(the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
     return p
 
@@ -183,9 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args.log_level)
     if args.command == "encode":
-        for name in ("kbps", "fps"):
+        for name in ("kbps", "fps", "record_kbps", "spool_memory_mb", "spool_disk_mb"):
             if getattr(args, name) <= 0:
-                parser.error(f"--{name} must be positive")
+                parser.error(f"--{name.replace('_', '-')} must be positive")
+        for name in ("start_kbps", "min_kbps", "max_kbps", "fps_floor_kbps", "metrics_port",
+                     "status_interval"):
+            value = getattr(args, name)
+            if value is not None and value <= 0:
+                parser.error(f"--{name.replace('_', '-')} must be positive")
         if args.duration is not None and args.duration <= 0:
             parser.error("--duration must be positive")
     result: int = args.func(args)

@@ -44,12 +44,14 @@ def start_relay(config: Path, port: int, log_path: Path,
 
 
 def start_encoder(relay_url: str, stream: str, token: str, log_path: Path, *, resolution: str,
-                  fps: int, kbps: int, duration_s: float) -> subprocess.Popen[bytes]:
-    """A real `steadycast encode --source testpattern`; its summary line comes on stdout."""
+                  fps: int, kbps: int, duration_s: float,
+                  extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """A real `steadycast encode --source testpattern`; its summary line comes on stdout.
+    `extra`: more command-line options (e.g. --abr, --metrics-port)."""
     return subprocess.Popen(
         steadycast_cmd("encode", "--relay", relay_url, "--stream", stream, "--token", token,
                        "--resolution", resolution, "--fps", str(fps), "--kbps", str(kbps),
-                       "--duration", str(duration_s), "--preset", "ultrafast"),
+                       "--duration", str(duration_s), "--preset", "ultrafast", *extra),
         stdout=subprocess.PIPE, stderr=log_path.open("wb"))
 
 

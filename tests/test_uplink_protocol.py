@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,8 @@ from uplink import (
     SenderStats,
     SessionEnded,
     SessionStarted,
+    Spool,
+    SpoolFull,
     StatsReceived,
     TrackConfig,
     TrackConfigured,
@@ -753,3 +757,206 @@ def test_sender_bye_stops_sending_but_accepts_acks_in_flight() -> None:
     assert sender.data_to_send(0.1) == []
     sender.receive(encode(Ack(2, 0, 0)), 0.2)
     assert sender.acked_seq == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the sender's spool: payloads in memory, then on disk
+
+
+def push_random(sender: UplinkSender, n: int, rng: random.Random, now: float = 0.0,
+                size: int = 1000) -> dict[int, bytes]:
+    """n video frames with random payloads (keyframe every 30); returns seq -> payload."""
+    out = {}
+    for _ in range(n):
+        i = sender.next_seq_to_assign
+        payload = rng.randbytes(size)
+        seq = sender.push_media(0, i % 30 == 0, i * 3000, i * 3000, EPOCH_US + i * 33_333,
+                                payload, now)
+        out[seq] = payload
+    return out
+
+
+def spooled_link(tmp_path: Path, memory_limit_bytes: int) -> Link:
+    sender = UplinkSender(SESSION, spool=Spool(memory_limit_bytes, directory=tmp_path))
+    sender.add_track(VIDEO)
+    sender.add_track(AUDIO)
+    return Link(sender, UplinkReceiver(buffer_ms=5000))
+
+
+def delivered_payloads(link: Link) -> dict[int, bytes]:
+    return {e.media.seq: e.media.payload for e in link.relay_events if isinstance(e, MediaReceived)}
+
+
+def test_outage_spills_payloads_to_disk_and_reconnect_resends_them_byte_exact(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(1)
+    link = spooled_link(tmp_path, memory_limit_bytes=10_000)
+    link.connect(0.0)
+    sent = push_random(link.sender, 30, rng)
+    now = link.run(0.0, 0.5)
+    link.drop(now)
+    sent |= push_random(link.sender, 300, rng, now)  # a 10 s outage
+    spool = link.sender.spool
+    assert spool.memory_bytes <= 10_000 and spool.disk_bytes == 290_000
+    assert spool.memory_bytes + spool.disk_bytes == link.sender.backlog_bytes == 300_000
+
+    link.connect(now + 10.0)
+    now = link.run(now + 10.0, now + 12.0)
+    assert link.delivered() == list(range(330))
+    assert delivered_payloads(link) == sent
+    assert link.sender.all_acked
+    assert spool.memory_bytes == 0 and spool.disk_bytes == 0 and spool.disk_file_bytes == 0
+    assert spool.spilled_total == 20_000 + 290_000 and len(spool) == 0  # 20 before the outage
+    link.sender.close()
+    assert spool.closed
+
+
+def test_live_jump_after_outage_sends_spilled_backfill_byte_exact(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    link = spooled_link(tmp_path, memory_limit_bytes=40_000)
+    link.connect(0.0)
+    now = link.run(0.0, 0.2)
+    link.drop(now)
+    sent = push_random(link.sender, 100, rng, now)
+    keyframe = link.sender.newest_keyframe_seq(0)
+    assert keyframe == 90
+    handshake(link, now + 5.0)
+    link.sender.jump_to_live(keyframe)
+    now = link.run(now + 5.0, now + 7.0)
+    assert link.delivered() == list(range(90, 100)) + list(range(90))
+    assert delivered_payloads(link) == sent
+    assert [e.media.backfill for e in link.relay_events if isinstance(e, MediaReceived)] == (
+        [False] * 10 + [True] * 90
+    )
+    assert link.sender.all_acked and len(link.sender.spool) == 0
+    assert link.sender.spool.disk_file_bytes == 0
+    link.sender.close()
+
+
+def test_sacked_payloads_stay_spooled_until_cumulative_ack_for_a_relay_that_restarts(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(3)
+    link = spooled_link(tmp_path, memory_limit_bytes=5_000)
+    link.connect(0.0)
+    now = link.run(0.0, 0.2)
+    link.drop(now)
+    sent = push_random(link.sender, 40, rng, now)
+    handshake(link, now)
+    link.sender.jump_to_live(30)
+    for data in link.sender.data_to_send(now, max_bytes=2 * 100 + 10 * 1035):  # 30..39 only
+        link.receiver.receive(data, now)
+    [ack] = link.receiver.data_to_send(now + 0.1)
+    link.sender.receive(ack, now + 0.1)
+    assert link.sender.backlog_bytes == 30_000
+    assert len(link.sender.spool) == 40  # SACKed payloads are kept (a relay may lose state)
+
+    link.drop(now + 0.2)
+    link.receiver = UplinkReceiver(buffer_ms=5000)  # the relay restarted: it has nothing
+    link.relay_events.clear()
+    link.connect(now + 1.0)
+    now = link.run(now + 1.0, now + 2.0)
+    assert sorted(link.delivered()) == list(range(40))
+    assert delivered_payloads(link) == sent
+    assert link.sender.all_acked and len(link.sender.spool) == 0
+
+
+def test_unsent_ms_spans_oldest_unsent_to_newest_pushed() -> None:
+    sender = UplinkSender(SESSION)
+    sender.add_track(VIDEO)
+    assert sender.unsent_ms == 0
+    push(sender, 31)  # 30 frame intervals of 33.333 ms
+    assert sender.unsent_ms == 999
+    sender.connection_made(0.0)
+    sender.data_to_send(0.0)
+    sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
+    sender.data_to_send(0.0, max_bytes=100 + 10 * 1035)  # TRACK + 0..9
+    assert sender.unsent_ms == (30 - 10) * 33_333 // 1000  # 10..30 wait
+    sender.data_to_send(0.0)
+    assert sender.unsent_ms == 0 and sender.backlog_ms == 999  # all in flight, none acked
+    push(sender, 30)  # 31..60
+    assert sender.unsent_ms == (60 - 31) * 33_333 // 1000
+    sender.connection_lost(0.5)  # in flight is unsent again
+    assert sender.unsent_ms == sender.backlog_ms == 60 * 33_333 // 1000
+    sender.connection_made(1.0)
+    sender.data_to_send(1.0)
+    sender.receive(encode(Welcome(True, 20, 1000)), 1.0)
+    assert sender.unsent_ms == 40 * 33_333 // 1000
+    sender.jump_to_live(60)  # backfill 20..59 is still unsent: it counts
+    sender.data_to_send(1.0, max_bytes=100 + 1035)  # TRACK + 60
+    assert sender.unsent_ms == 40 * 33_333 // 1000
+    sender.data_to_send(1.0)
+    assert sender.unsent_ms == 0
+
+
+def test_push_media_propagates_spool_full_and_queues_nothing(tmp_path: Path) -> None:
+    sender = UplinkSender(SESSION, spool=Spool(2_500, disk_limit_bytes=1_000, directory=tmp_path))
+    sender.add_track(VIDEO)
+    push(sender, 3)  # 2 in memory, 1 on disk
+    with pytest.raises(SpoolFull, match="disk limit"):
+        push(sender, 1)
+    assert sender.next_seq_to_assign == 3 and sender.backlog_bytes == 3_000
+    assert sender.unsent_bytes == 3_000 and len(sender.spool) == 3
+    sender.connection_made(0.0)
+    sender.data_to_send(0.0)
+    sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
+    assert [m.seq for m in map(decode, sender.data_to_send(0.0)) if isinstance(m, Media)] == [
+        0, 1, 2,
+    ]  # fmt: skip
+    sender.receive(encode(Ack(3, 1000, 0)), 0.1)
+    assert push(sender, 1) == [3]  # room again
+    sender.close()
+
+
+def test_newest_keyframe_seq_per_track() -> None:
+    sender = UplinkSender(SESSION)
+    sender.add_track(VIDEO)
+    sender.add_track(AUDIO)
+    assert sender.newest_keyframe_seq(0) is None
+    push(sender, 61)  # keyframes at 0, 30, 60
+    assert sender.newest_keyframe_seq(0) == 60
+    assert sender.newest_keyframe_seq(1) is None
+    sender.push_media(1, True, 0, 0, EPOCH_US, b"aac", now=0.0)
+    assert sender.newest_keyframe_seq(1) == 61
+    push(sender, 5)
+    assert sender.newest_keyframe_seq(0) == 60
+
+
+def test_live_lag_and_backfill_bytes_after_a_live_jump() -> None:
+    link = new_link()
+    link.connect(0.0)
+    now = link.run(0.0, 0.2)
+    assert link.sender.live_from_seq == 0 and link.sender.live_lag_ms == 0
+    link.drop(now)
+    push(link.sender, 100, now)  # seqs 0..99: 3.3 s of capture time
+    sender = link.sender
+    assert sender.live_lag_ms == sender.backlog_ms == 99 * 33_333 // 1000
+    assert sender.backfill_bytes == 0
+    handshake(link, now + 4.0)
+    sender.jump_to_live(90)
+    assert sender.live_from_seq == 90
+    assert sender.live_lag_ms == 9 * 33_333 // 1000  # 90..99; the older media no longer counts
+    assert sender.backfill_bytes == 90_000 and sender.backlog_bytes == 100_000
+    # the live edge and the first backfill go out; the relay SACKs 90..99 and acks 0..9
+    for data in sender.data_to_send(now + 4.0, max_bytes=2 * 100 + 20 * 1035):
+        link.receiver.receive(data, now + 4.0)
+    [ack] = link.receiver.data_to_send(now + 4.2)
+    decoded = decode(ack)
+    assert isinstance(decoded, Ack)
+    assert (decoded.next_seq, decoded.sack_ranges) == (10, ((90, 100),))
+    sender.receive(ack, now + 4.2)
+    assert sender.live_lag_ms == 0  # the relay has the whole live part
+    assert sender.backfill_bytes == 80_000 and sender.backlog_bytes == 80_000
+    push(sender, 1, now + 4.1)  # seq 100 is live
+    assert sender.live_lag_ms == 0  # pushed at the newest capture time: no lag yet
+    push(sender, 3, now + 4.2)
+    assert sender.live_lag_ms == 3 * 33_333 // 1000
+    # a relay that lost its state voids the SACK: 90..99 count again
+    link.drop(now + 5.0)
+    link.receiver = UplinkReceiver(buffer_ms=5000)
+    handshake(link, now + 6.0)
+    assert sender.live_lag_ms == (103 - 90) * 33_333 // 1000
+    assert sender.backfill_bytes == 80_000 and sender.backlog_bytes == 94_000
+    now = link.run(now + 6.0, now + 8.0)
+    assert sender.all_acked and sender.backfill_bytes == 0 and sender.live_lag_ms == 0

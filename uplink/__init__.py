@@ -2,6 +2,8 @@
 
 Sans-I/O: `wire` (messages, encode/decode), `UplinkSender` (encoder side) and
 `UplinkReceiver` (relay side) take bytes and `now` in and give bytes and events back.
+`Spool` is the seq-keyed byte store (memory, then a spill file) that holds the sender's
+unacknowledged payloads; the relay's recorder reuses it.
 The specification is docs/uplink-protocol.md.
 """
 
@@ -20,6 +22,7 @@ from .receiver import (
     UplinkReceiver,
 )
 from .sender import Acked, RemoteBye, SenderEvent, UplinkSender, Welcomed
+from .spool import DISK_LIMIT_BYTES_DEFAULT, MEMORY_LIMIT_BYTES_DEFAULT, Spool, SpoolFull
 from .wire import (
     MAX_BYE_REASON_BYTES,
     MAX_EXTRADATA_BYTES,
@@ -50,6 +53,7 @@ __all__ = [
     "ACK_EVERY_MEDIA",
     "ACK_INTERVAL_S_DEFAULT",
     "ARRIVAL_WINDOW_S",
+    "DISK_LIMIT_BYTES_DEFAULT",
     "MAX_BYE_REASON_BYTES",
     "MAX_CLOSE_REASON_BYTES",
     "MAX_EXTRADATA_BYTES",
@@ -60,6 +64,7 @@ __all__ = [
     "MAX_SEQ_AHEAD",
     "MAX_TRACK_ID",
     "MEDIA_HEADER_BYTES",
+    "MEMORY_LIMIT_BYTES_DEFAULT",
     "PROTOCOL_VERSION",
     "SESSION_ID_BYTES",
     "Ack",
@@ -79,6 +84,8 @@ __all__ = [
     "SenderStats",
     "SessionEnded",
     "SessionStarted",
+    "Spool",
+    "SpoolFull",
     "StatsReceived",
     "TrackConfig",
     "TrackConfigured",

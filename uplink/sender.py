@@ -4,6 +4,12 @@ The caller owns the WebSocket. It tells the sender when a connection comes up or
 feeds it every binary message from the relay (`receive`) and writes what `data_to_send`
 returns. Media pushed with `push_media` is held until the relay acknowledges it, across any
 number of reconnects, and resent after each WELCOME from where the relay says it is.
+
+The payloads live in a `Spool` (memory up to a limit, then a spill file on disk), so a long
+outage loses nothing while memory stays bounded; only a few dozen bytes of metadata per held
+message stay in memory. A payload leaves the spool when the relay's cumulative ACK passes its
+seq. A selectively acknowledged payload stays until then: a relay that loses its state
+(WELCOME with resumed = 0) must get it again (docs/uplink-protocol.md, section 7.2).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from .errors import CloseCode, ProtocolError, truncate_utf8
+from .spool import Spool
 from .wire import (
     MAX_BYE_REASON_BYTES,
     MEDIA_HEADER_BYTES,
@@ -66,21 +73,26 @@ SenderEvent = Welcomed | Acked | RemoteBye
 
 
 class _Entry:
-    """One held media message and its delivery state."""
+    """One held media message (its payload is in the spool) and its delivery state."""
 
-    __slots__ = ("media", "send_count", "sent_time", "in_flight", "sacked", "backfill")
+    __slots__ = (
+        "media",
+        "size",
+        "send_count",
+        "sent_time",
+        "in_flight",
+        "sacked",
+        "backfill",
+    )
 
-    def __init__(self, media: Media) -> None:
-        self.media = media
+    def __init__(self, media: Media, size: int) -> None:
+        self.media = media  # every field but the payload (b""): that is in the spool
+        self.size = size  # payload bytes
         self.send_count = 0
         self.sent_time: float | None = None  # `now` of the latest send
         self.in_flight = False  # sent on the current connection, not yet acked
         self.sacked = False  # inside a SACK range of the relay
         self.backfill = False  # behind the live edge: send after live media, flagged backfill
-
-    @property
-    def size(self) -> int:
-        return len(self.media.payload)
 
 
 class UplinkSender:
@@ -89,9 +101,12 @@ class UplinkSender:
     Held media is exactly the seqs in [acked_seq, next_seq_to_assign); each is unsent,
     in flight on the current connection, or selectively acked (SACK). Per message, every
     operation is amortized O(1); a reconnect costs O(held messages).
+
+    `spool` holds the payloads (default: `Spool()`, 32 MiB of memory, then up to 2 GiB in a
+    temporary file). The sender owns it from here on: `close()` closes it.
     """
 
-    def __init__(self, session_id: bytes | None = None) -> None:
+    def __init__(self, session_id: bytes | None = None, spool: Spool | None = None) -> None:
         if session_id is None:
             session_id = os.urandom(SESSION_ID_BYTES)
         if len(session_id) != SESSION_ID_BYTES:
@@ -100,11 +115,14 @@ class UplinkSender:
         # track_id -> [(first seq it applies to, config)], oldest first
         self._tracks: dict[int, list[tuple[int, TrackConfig]]] = {}
         self._entries: dict[int, _Entry] = {}
+        self._spool = spool if spool is not None else Spool()
+        self._newest_keyframe: dict[int, int] = {}  # track_id -> seq of its newest keyframe
         self._low = 0  # every seq below was acked and dropped
         self._next_seq = 0
         self._live: deque[int] = deque()  # unsent live seqs, ascending (may hold stale seqs)
         self._backfill: deque[int] = deque()  # unsent backfill seqs, ascending (idem)
         self._backfill_mark = 0  # seqs below are marked backfill (or gone)
+        self._live_cursor = 0  # no live seq below it is unacknowledged (see live_lag_ms)
         self._known_sack: list[tuple[int, int]] = []  # SACK ranges already applied
         # the current connection
         self._transport_up = False
@@ -115,6 +133,7 @@ class UplinkSender:
         self._sent_tracks: dict[int, TrackConfig] = {}
         # statistics
         self._backlog_bytes = 0
+        self._backfill_bytes = 0
         self._unsent_bytes = 0
         self._newest_capture_us: int | None = None
         self._sent_bytes_total = 0
@@ -152,9 +171,13 @@ class UplinkSender:
         payload: bytes,
         now: float,
     ) -> int:
-        """Queue one access unit; returns its seq (0, 1, 2, ... per session)."""
+        """Queue one access unit; returns its seq (0, 1, 2, ... per session).
+
+        Raises SpoolFull when the spool has no room left for it (nothing is queued then: the
+        caller drops the unit or stops), ValueError for a bad field."""
         if track_id not in self._tracks:
             raise ValueError(f"push_media: track {track_id} was never added (call add_track)")
+        payload = bytes(payload)
         media = Media(
             seq=self._next_seq,
             track_id=track_id,
@@ -162,14 +185,17 @@ class UplinkSender:
             pts=pts,
             dts=dts,
             capture_time_us=capture_time_us,
-            payload=bytes(payload),
+            payload=payload,
         )
         media_header(media)  # validates; ValueError names the field
         seq = self._next_seq
-        self._entries[seq] = _Entry(media)
+        self._spool.put(seq, payload)  # SpoolFull: nothing changed
+        self._entries[seq] = _Entry(replace(media, payload=b""), len(payload))
         self._live.append(seq)
         self._next_seq += 1
-        size = len(media.payload)
+        if media.keyframe:
+            self._newest_keyframe[track_id] = seq
+        size = len(payload)
         self._backlog_bytes += size
         self._unsent_bytes += size
         self._newest_capture_us = capture_time_us
@@ -184,6 +210,8 @@ class UplinkSender:
         for seq in range(max(self._low, self._backfill_mark), from_seq):
             entry = self._entries[seq]
             entry.backfill = True
+            if not entry.sacked:
+                self._backfill_bytes += entry.size
             if not entry.in_flight and not entry.sacked:
                 self._backfill.append(seq)
         self._backfill_mark = max(self._backfill_mark, from_seq)
@@ -272,10 +300,9 @@ class UplinkSender:
                 size = MEDIA_HEADER_BYTES + entry.size
                 if not fits(size):
                     return out
+                payload = self._spool.get(seq)
                 queue.popleft()
-                if entry.backfill:
-                    media = replace(media, backfill=True)
-                out.append(encode(media))
+                out.append(encode(replace(media, payload=payload, backfill=entry.backfill)))
                 total += size
                 entry.in_flight = True
                 entry.send_count += 1
@@ -341,6 +368,60 @@ class UplinkSender:
         return max(0, (self._newest_capture_us - oldest_us) // 1000)
 
     @property
+    def unsent_ms(self) -> int:
+        """Capture-time span of the media waiting unsent (live or backfill): from the oldest
+        unsent media to the newest pushed; 0 when nothing waits."""
+        if self._newest_capture_us is None:
+            return 0
+        oldest_us: int | None = None
+        for queue in (self._live, self._backfill):
+            seq = _head(queue, self._entries, queue is self._backfill)
+            if seq is not None:
+                capture_us = self._entries[seq].media.capture_time_us
+                if oldest_us is None or capture_us < oldest_us:
+                    oldest_us = capture_us
+        if oldest_us is None:
+            return 0
+        return max(0, (self._newest_capture_us - oldest_us) // 1000)
+
+    @property
+    def live_from_seq(self) -> int:
+        """Where the live edge last jumped to (`jump_to_live`; 0 before any jump): held media
+        below it is backfill, media from it on is live."""
+        return self._backfill_mark
+
+    @property
+    def live_lag_ms(self) -> int:
+        """Capture-time span from the oldest unacknowledged live media (seq >= live_from_seq,
+        neither cumulatively nor selectively acked) to the newest pushed; 0 when none. How far
+        the relay's live edge is behind the encoder; backfill does not count."""
+        if self._newest_capture_us is None:
+            return 0
+        seq = max(self._live_cursor, self._low, self._backfill_mark)
+        while seq < self._next_seq and self._entries[seq].sacked:
+            seq += 1  # SACKs are never withdrawn unless the relay lost state (cursor reset)
+        self._live_cursor = seq
+        if seq == self._next_seq:
+            return 0
+        oldest_us = self._entries[seq].media.capture_time_us
+        return max(0, (self._newest_capture_us - oldest_us) // 1000)
+
+    @property
+    def backfill_bytes(self) -> int:
+        """Payload bytes of backfill media the relay has not acknowledged."""
+        return self._backfill_bytes
+
+    def newest_keyframe_seq(self, track_id: int) -> int | None:
+        """The seq of the newest keyframe pushed on `track_id` (None if none yet): where
+        `jump_to_live` should start after a long outage."""
+        return self._newest_keyframe.get(track_id)
+
+    @property
+    def spool(self) -> Spool:
+        """Where the held payloads are: its memory_bytes and disk_bytes show the cost."""
+        return self._spool
+
+    @property
     def unsent_bytes(self) -> int:
         """Payload bytes of media neither in flight on this connection nor acknowledged."""
         return self._unsent_bytes
@@ -380,6 +461,10 @@ class UplinkSender:
     def all_acked(self) -> bool:
         return self._low == self._next_seq
 
+    def close(self) -> None:
+        """Release the spool (its spill file is deleted). Held media is gone afterwards."""
+        self._spool.close()
+
     # -- internals -----------------------------------------------------------------------------
 
     def _on_welcome(self, msg: Welcome, now: float) -> Welcomed:
@@ -398,7 +483,10 @@ class UplinkSender:
                 if entry.sacked:
                     entry.sacked = False
                     self._backlog_bytes += entry.size
+                    if entry.backfill:
+                        self._backfill_bytes += entry.size
             self._known_sack = []
+            self._live_cursor = 0
         self._requeue_all()
         self._welcomed = True
         self._last_ack_time = now
@@ -431,6 +519,8 @@ class UplinkSender:
                 entry.sacked = True
                 newly += entry.size
                 self._backlog_bytes -= entry.size
+                if entry.backfill:
+                    self._backfill_bytes -= entry.size
                 if not entry.in_flight:
                     self._unsent_bytes -= entry.size
                 newest_sent = _newest_sample(entry, newest_sent)
@@ -456,10 +546,13 @@ class UplinkSender:
             return newly, newest_sent
         for seq in range(self._low, to):
             entry = self._entries.pop(seq)
+            self._spool.discard(seq)
             if entry.sacked:
                 continue
             newly += entry.size
             self._backlog_bytes -= entry.size
+            if entry.backfill:
+                self._backfill_bytes -= entry.size
             if not entry.in_flight:
                 self._unsent_bytes -= entry.size
             newest_sent = _newest_sample(entry, newest_sent)
@@ -491,16 +584,23 @@ class UplinkSender:
         return history[0][1]
 
 
-def _drain(queue: deque[int], entries: dict[int, _Entry], backfill: bool) -> Iterator[int]:
-    """Yield the head of `queue` while it is a sendable seq, dropping stale heads. The caller
-    pops a yielded seq once it is sent (or stops iterating)."""
+def _head(queue: deque[int], entries: dict[int, _Entry], backfill: bool) -> int | None:
+    """The first sendable seq of `queue`, after dropping stale heads; None if none."""
     while queue:
         entry = entries.get(queue[0])
         if entry is None or entry.in_flight or entry.sacked or entry.backfill != backfill:
             queue.popleft()
             continue
+        return queue[0]
+    return None
+
+
+def _drain(queue: deque[int], entries: dict[int, _Entry], backfill: bool) -> Iterator[int]:
+    """Yield the head of `queue` while it is a sendable seq, dropping stale heads. The caller
+    pops a yielded seq once it is sent (or stops iterating)."""
+    while (seq := _head(queue, entries, backfill)) is not None:
         before = len(queue)
-        yield queue[0]
+        yield seq
         if len(queue) == before:  # not sent: the caller stopped
             return
 

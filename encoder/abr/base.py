@@ -22,12 +22,15 @@ class AbrLimits:
     min_kbps: int = 200
     max_kbps: int = 2500
     start_kbps: int = 1000
+    audio_kbps: int = 64  # the audio the link carries beside the video (encoder's AAC rate)
 
     def __post_init__(self) -> None:
         if self.min_kbps <= 0:
             raise ValueError(f"min_kbps must be positive, not {self.min_kbps}")
         if self.max_kbps < self.min_kbps:
             raise ValueError(f"max_kbps {self.max_kbps} is below min_kbps {self.min_kbps}")
+        if self.audio_kbps < 0:
+            raise ValueError(f"audio_kbps must not be negative, not {self.audio_kbps}")
         if not self.min_kbps <= self.start_kbps <= self.max_kbps:
             raise ValueError(f"start_kbps {self.start_kbps} is not within "
                              f"{self.min_kbps}..{self.max_kbps}")

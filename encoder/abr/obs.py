@@ -49,9 +49,9 @@ Mapping to our uplink (a reliable WebSocket/TCP link with our own ACKs, not OBS'
   ``SEND_RATE_MIN_SPAN_S`` of samples; the window is cleared when disconnected, so the first
   decision after a reconnect uses only what left on the new connection.
 - Audio: ``sent_bytes_total`` carries audio too, while ``update`` returns the video bitrate, so
-  the drop target is the measured rate minus ``audio_kbps`` (default: the encoder's
-  ``AUDIO_KBPS``). Without that the stream would settle exactly on the link rate plus audio and
-  its queue could never drain.
+  the drop target is the measured rate minus ``audio_kbps`` (default: the limits'
+  ``audio_kbps``, the encoder's AAC rate). Without that the stream would settle exactly on
+  the link rate plus audio and its queue could never drain.
 - The window length (1 s) and the minimum span are our guesses; the issue does not give them.
 - Not modelled: OBS also drops frames when its queue grows too old (the "dropping frames" of
   the option's name), which empties the queue. Our uplink is reliable and drops nothing, so a
@@ -65,7 +65,6 @@ from collections import deque
 
 from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
-from encoder.settings import AUDIO_KBPS
 
 CONGESTION_UNSENT_MS = 200  # this much media waiting unsent is congestion
 RECOVER_INTERVAL_S = 4.0  # a rise at most this often, counted from the last change
@@ -81,8 +80,10 @@ class ObsController(AbrController):
 
     name = "obs"
 
-    def __init__(self, limits: AbrLimits, *, audio_kbps: float = AUDIO_KBPS) -> None:
+    def __init__(self, limits: AbrLimits, *, audio_kbps: float | None = None) -> None:
         super().__init__(limits)
+        if audio_kbps is None:
+            audio_kbps = limits.audio_kbps
         if audio_kbps < 0:
             raise ValueError(f"audio_kbps must not be negative, not {audio_kbps}")
         self.audio_kbps = float(audio_kbps)

@@ -23,16 +23,21 @@ The rules, in order of precedence at each update:
 4. **Steady / probe** - no queue: the bitrate moves towards ``HEADROOM`` × estimate (half the
    gap per second upwards, at once downwards). After ``PROBE_HOLDOFF_S`` without congestion the
    controller probes: ``PROBE_STEP_FAR`` per ``PROBE_INTERVAL_S``, growing by
-   ``PROBE_STEP_GROWTH`` with each probe in a row the link carried, or while a back-off is
-   less than ``CEILING_FORGET_S`` old, ``PROBE_STEP_NEAR`` and only up to
-   ``CEILING_PROBE_SHARE`` of the link estimate measured at that back-off, so it settles just
-   under a known ceiling instead of overshooting it again and again (no saw-tooth); a
-   re-probe past it every ``CEILING_FORGET_S`` finds capacity that has grown. Samples taken
-   while the sender is not queueing only raise the estimate (an app-limited sender cannot
-   measure the link's limit).
+   ``PROBE_STEP_GROWTH`` with each probe in a row the link carried. Near the link estimate
+   measured at the last back-off (the ceiling) it is careful: for ``CEILING_FORGET_S`` it
+   probes in ``PROBE_STEP_NEAR`` steps and only up to ``CEILING_PROBE_SHARE`` of it, so it
+   settles just under a known ceiling instead of overshooting it again and again (no
+   saw-tooth); after that, or as soon as a queued measurement shows the link carrying
+   ``CEILING_STALE_SHARE`` of the old ceiling (after an outage, say), it probes past it.
+   Samples taken while the sender is not queueing only raise the estimate (an app-limited
+   sender cannot measure the link's limit, and never above what was sent: ACK timing noise
+   must not creep the estimate above the link). A probe step that makes a queue grow (above
+   ``QUEUED_MS``) is undone at once and its level remembered as the ceiling.
 
-Rate samples are the relay's ACKed payload bytes over the last ``RATE_WINDOW_S``. The bitrate
-returned is the video bitrate; ``HEADROOM`` leaves room for audio and framing.
+Rate samples are the relay's ACKed payload bytes (audio and video; the uplink's framing is
+not counted, so the estimate is already net of it) over the last ``RATE_WINDOW_S``. The
+bitrate returned is the video bitrate: ``HEADROOM`` of the estimate minus the audio rate
+(``AbrLimits.audio_kbps``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from collections import deque
 from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
 
-HEADROOM = 0.85  # video bitrate as a share of the link estimate (audio, framing, variation)
+HEADROOM = 0.9  # audio + video as a share of the link estimate (variation, framing)
 RATE_WINDOW_S = 1.5  # delivery rate over this window of ACKs
 STALL_S = 1.0  # no ACK for this long with media outstanding: the link is out
 STALL_RTTS = 4.0  # ... or for this many smoothed RTTs, whichever is longer
@@ -55,6 +60,7 @@ FRESH_ACK_S = 0.3  # a rate sample counts only if the last ACK is this recent (o
                    # ACKs pausing may be the start of an outage, not a slow link
 QUEUED_MS = 150  # queueing delay above which a rate sample measures the link, not us
 ESTIMATE_GAIN_PER_S = 0.5  # weight per second of a queued rate sample in the estimate
+RAISE_GAIN_PER_S = 1.0  # ... and of an unqueued sample above the estimate (it only raises)
 RISE_GAIN_PER_S = 0.5  # bitrate moves this share of the way up to its goal per second
 PROBE_HOLDOFF_S = 6.0  # no probing this long after congestion (or the start)
 PROBE_INTERVAL_S = 2.0
@@ -62,12 +68,15 @@ PROBE_HOLDOFF_START_S = 2.0  # at the start, before any congestion: probe sooner
 PROBE_INTERVAL_START_S = 1.0  # more often,
 PROBE_STEP_START = 0.25  # and in bigger steps (the link is unknown)
 PROBE_STEP_FAR = 0.08  # probe step with no recent back-off
+PROBE_CARRIED_SHARE = 0.99  # probe again only once the link carries what we send (the last
+                            # step arrived in full) and no queue is building
 PROBE_STEP_GROWTH = 1.5  # ... times this per probe in a row the link carried
 PROBE_STEP_MAX = 0.25
 PROBE_STEP_NEAR = 0.03  # probe step while a back-off is recent
-CEILING_PROBE_SHARE = 0.92  # while a back-off is recent, probe up to this share of the link
+CEILING_PROBE_SHARE = 0.95  # while a back-off is recent, probe up to this share of the link
                             # estimate it measured, and no further (no saw-tooth)
 CEILING_FORGET_S = 30.0  # after this long, probe past the last back-off again
+CEILING_STALE_SHARE = 1.1  # an estimate this far above the back-off level: the link has grown
 
 
 @register
@@ -86,6 +95,7 @@ class SteadyController(AbrController):
         self._hold_until = 0.0  # no probing before this
         self._next_probe = 0.0
         self._probe_level: float | None = None  # bitrate reached by probing
+        self._before_probe = self._target  # the bitrate before the last probe step
         self._ceiling: tuple[float, float] | None = None  # (kbps, when) of the last back-off
         self._state = "start"
         self._streak = 0  # probes in a row since the last congestion
@@ -122,8 +132,15 @@ class SteadyController(AbrController):
             elif queued:
                 w = min(1.0, ESTIMATE_GAIN_PER_S * dt)
                 self._estimate_kbps += w * (rate - self._estimate_kbps)
-            elif rate > self._estimate_kbps:
-                self._estimate_kbps = rate
+                if self._ceiling is not None and rate > CEILING_STALE_SHARE * self._ceiling[0]:
+                    self._ceiling = None  # queued, the link carried well above it: it grew
+            else:
+                # not queued: the link carried all we sent, which proves no more than that
+                # (and ACK timing noise must not creep the estimate above the link)
+                carried = min(rate, self._target + self.limits.audio_kbps)
+                if carried > self._estimate_kbps:
+                    w = min(1.0, RAISE_GAIN_PER_S * dt)
+                    self._estimate_kbps += w * (carried - self._estimate_kbps)
         estimate = self._estimate_kbps
 
         if stalled:
@@ -136,34 +153,49 @@ class SteadyController(AbrController):
         elif queue_ms > DRAIN_QUEUE_MS and estimate is not None:
             self._state = "drain"
             share = max(DRAIN_MIN_SHARE, 1.0 - queue_ms / 1000.0 / DRAIN_HORIZON_S)
-            self._target = share * HEADROOM * estimate
+            self._target = share * self._video(HEADROOM, estimate)
+            self._ceiling = (estimate, now)
             self._probe_level = None
             self._hold_until = max(self._hold_until, now + PROBE_HOLDOFF_S)
             self._congested_once = True
             self._streak = 0
         elif queue_ms > BACKOFF_QUEUE_MS and growing:
             self._state = "backoff"
-            measured = rate if rate is not None else self._target
-            if estimate is None or measured < estimate:
-                self._estimate_kbps = estimate = measured
-            if self._target > HEADROOM * estimate:
+            if fresh and rate is not None and (estimate is None or rate < estimate):
+                self._estimate_kbps = estimate = rate  # (ACKs pausing: maybe an outage
+            if estimate is None:  # starting, which must not erase the estimate)
+                estimate = self._target + self.limits.audio_kbps
+            if self._target > self._video(HEADROOM, estimate):
                 self._ceiling = (estimate, now)
-                self._target = HEADROOM * estimate
+                self._target = self._video(HEADROOM, estimate)
             self._probe_level = None
             self._hold_until = now + PROBE_HOLDOFF_S
             self._congested_once = True
             self._streak = 0
+        elif self._probe_level is not None and queue_ms > QUEUED_MS and growing:
+            # the last probe step put a queue behind the link: undo it, and remember the level
+            self._state = "backoff"
+            if estimate is not None:
+                self._ceiling = (estimate, now)
+            self._target = min(self._target, self._before_probe)
+            self._probe_level = None
+            self._congested_once = True
+            self._streak = 0
+            self._hold_until = now + PROBE_HOLDOFF_S
         else:
-            self._steady(estimate, dt, now)
+            carried = rate is not None and rate >= PROBE_CARRIED_SHARE * (
+                self._target + self.limits.audio_kbps)
+            self._steady(estimate, dt, now, may_probe=carried and queue_ms < QUEUED_MS / 2)
         self._target = min(float(self.limits.max_kbps), max(float(self.limits.min_kbps),
                                                              self._target))
         return self.limits.clamp(self._target)
 
-    def _steady(self, estimate: float | None, dt: float, now: float) -> None:
-        goal = HEADROOM * estimate if estimate is not None else float(self.limits.start_kbps)
+    def _steady(self, estimate: float | None, dt: float, now: float, may_probe: bool) -> None:
+        goal = (self._video(HEADROOM, estimate) if estimate is not None
+                else float(self.limits.start_kbps))
         if self._probe_level is not None:
             goal = max(goal, self._probe_level)
-        if now >= self._hold_until and now >= self._next_probe:
+        if now >= self._hold_until and now >= self._next_probe and may_probe:
             step, limit = PROBE_STEP_FAR, float(self.limits.max_kbps)
             if not self._congested_once:
                 step = PROBE_STEP_START
@@ -174,11 +206,13 @@ class SteadyController(AbrController):
                 if now - when > CEILING_FORGET_S:
                     self._ceiling = None
                 else:
-                    step, limit = PROBE_STEP_NEAR, CEILING_PROBE_SHARE * level
+                    step, limit = PROBE_STEP_NEAR, self._video(CEILING_PROBE_SHARE, level)
             if self._target >= goal * 0.98 and self._target < limit:
+                self._before_probe = self._target
                 self._probe_level = min(limit, self._target * (1.0 + step))
+                self._target = max(self._target, self._probe_level)  # a step, not a ramp
                 if self._ceiling is None:
-                    self._streak += 1
+                    self._streak += 1  # (near a ceiling, steps stay small)
                 goal = max(goal, self._probe_level)
                 self._state = "probe"
             else:
@@ -191,6 +225,10 @@ class SteadyController(AbrController):
             self._target = goal
         else:
             self._target += min(1.0, RISE_GAIN_PER_S * dt) * (goal - self._target)
+
+    def _video(self, share: float, link_kbps: float) -> float:
+        """The video bitrate that makes audio + video `share` of a link of `link_kbps`."""
+        return share * link_kbps - self.limits.audio_kbps
 
     def _stalled(self, obs: Observation, now: float) -> bool:
         if not obs.connected:

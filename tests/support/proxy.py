@@ -4,8 +4,11 @@ It runs its own asyncio loop in its own thread and moves bytes with plain non-bl
 sockets driven by ``loop.add_reader``/``add_writer``, so every control action is exact:
 ``pause()`` stops reading *and* writing at once (a stalled radio link: the senders' socket
 buffers fill, nobody sees an error), ``reset_connections()`` aborts with a TCP RST on both
-sides, ``refuse(True)`` makes the destination look down. The control methods may be called
-from any thread; they return once the loop has applied them.
+sides, ``refuse(True)`` makes the destination look down, ``set_rate_kbps(600)`` turns the
+client-to-target direction into a bottleneck of that rate (a token bucket; the sender's
+bytes queue in its own socket buffer and in one read chunk here, as behind a slow radio
+link). The control methods may be called from any thread; they return once the loop has
+applied them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 
 SOCKET_BUFFER = 64 * 1024
 CHUNK = 64 * 1024
+RATE_LIMITED_CHUNK = 16 * 1024  # read size while rate limited (a smaller bottleneck queue)
+RATE_BURST_BYTES = 8 * 1024  # token bucket depth
+RATE_TICK_S = 0.005  # shortest wait for tokens
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -37,6 +43,7 @@ class _Pipe:
         self.buf = bytearray()
         self.eof = False  # src sent FIN
         self.shut = False  # FIN forwarded to dst
+        self.rate_wait = False  # waiting for rate tokens (up direction only)
 
     @property
     def done(self) -> bool:
@@ -70,6 +77,9 @@ class TcpProxy:
         self.bytes_down = 0  # target -> client, delivered
         self._paused = False
         self._refusing = False
+        self._rate_bps: float | None = None  # bytes/s client -> target, None = unlimited
+        self._tokens = 0.0
+        self._tokens_at = 0.0
         self._conns: set[_Conn] = set()
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,6 +200,19 @@ class TcpProxy:
 
         self._call(do)
 
+    def set_rate_kbps(self, kbps: float | None) -> None:
+        """Limit client -> target to `kbps` kbit/s (None: unlimited), for all connections."""
+        if kbps is not None and kbps <= 0:
+            raise ValueError("rate must be positive (use pause() for an outage)")
+
+        def do() -> None:
+            self._rate_bps = None if kbps is None else kbps * 1000 / 8
+            self._tokens, self._tokens_at = 0.0, time.monotonic()
+            for conn in list(self._conns):
+                self._arm(conn)
+
+        self._call(do)
+
     @property
     def paused(self) -> bool:
         return self._paused
@@ -264,7 +287,7 @@ class TcpProxy:
             if not conn.connected:
                 continue  # the connect writer owns the upstream fd until then
             want_read = not self._paused and not pipe.buf and not pipe.eof
-            want_write = not self._paused and bool(pipe.buf)
+            want_write = not self._paused and bool(pipe.buf) and not pipe.rate_wait
             if want_read:
                 loop.add_reader(pipe.src.fileno(), self._on_readable, pipe)
             else:
@@ -278,8 +301,9 @@ class TcpProxy:
         conn = pipe.conn
         if conn.closed or self._paused:
             return
+        limited = pipe.up and self._rate_bps is not None
         try:
-            data = pipe.src.recv(CHUNK)
+            data = pipe.src.recv(RATE_LIMITED_CHUNK if limited else CHUNK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -299,14 +323,22 @@ class TcpProxy:
     def _flush(self, pipe: _Pipe) -> None:
         conn = pipe.conn
         if pipe.buf:
+            allowed = len(pipe.buf)
+            if pipe.up and self._rate_bps is not None:
+                allowed = min(allowed, self._take_tokens())
+                if allowed <= 0:
+                    self._wait_tokens(pipe)
+                    return
             try:
-                n = pipe.dst.send(pipe.buf)
+                n = pipe.dst.send(pipe.buf[:allowed])
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
                 self._abort(conn)
                 return
             del pipe.buf[:n]
+            if pipe.up and self._rate_bps is not None:
+                self._tokens -= n
             if pipe.up:
                 self.bytes_up += n
             else:
@@ -319,6 +351,27 @@ class TcpProxy:
             self._close(conn, rst=False)
             return
         self._arm(conn)
+
+    def _take_tokens(self) -> int:
+        assert self._rate_bps is not None
+        now = time.monotonic()
+        self._tokens = min(RATE_BURST_BYTES,
+                           self._tokens + (now - self._tokens_at) * self._rate_bps)
+        self._tokens_at = now
+        return int(self._tokens)
+
+    def _wait_tokens(self, pipe: _Pipe) -> None:
+        assert self._loop is not None and self._rate_bps is not None
+        pipe.rate_wait = True
+        self._arm(pipe.conn)
+        need = max(1.0, min(len(pipe.buf), RATE_BURST_BYTES / 2) - self._tokens)
+
+        def wake() -> None:
+            pipe.rate_wait = False
+            if not pipe.conn.closed and not self._paused:
+                self._flush(pipe)
+
+        self._loop.call_later(max(RATE_TICK_S, need / self._rate_bps), wake)
 
     def _unregister(self, conn: _Conn) -> None:
         loop = self._loop

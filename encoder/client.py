@@ -157,20 +157,22 @@ class UplinkClient:
         buffer_ms = self.sender.relay_buffer_ms
         if kf is None or buffer_ms is None or kf <= self.sender.acked_seq:
             return
-        if self.sender.live_lag_ms > max(0, buffer_ms - LIVE_ALLOWANCE_MS) and \
-                self.sender.live_from_seq < kf:
+        lag_ms = self.sender.live_lag_ms
+        if lag_ms > max(0, buffer_ms - LIVE_ALLOWANCE_MS) and self.sender.live_from_seq < kf:
             log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
                      "edge moves to seq %d; the rest follows as backfill",
-                     self.sender.live_lag_ms / 1000, buffer_ms / 1000, kf)
+                     lag_ms / 1000, buffer_ms / 1000, kf)
             self.sender.jump_to_live(kf)
             self.live_jumps += 1
             self.events.write("live_edge_jump", stream=self.settings.stream, seq=kf,
-                              lag_ms=self.sender.live_lag_ms)
+                              lag_ms=lag_ms)  # the lag that made it jump
 
-    def _inflight_window(self) -> int:
+    def _window_room(self) -> int:
+        """Bytes the in-flight window still admits (<= 0: wait for ACKs)."""
         rate_bps = (self.sender.relay_arrival_kbps or self.target_kbps) * 1000 / 8
         hold_s = max(INFLIGHT_MIN_S, INFLIGHT_RTTS * (self.sender.srtt_s or 0.0))
-        return max(MIN_INFLIGHT_BYTES, int(rate_bps * hold_s))
+        window = max(MIN_INFLIGHT_BYTES, int(rate_bps * hold_s))
+        return window - (self.sender.backlog_bytes - self.sender.unsent_bytes)
 
     def _observe(self) -> Observation:
         s = self.sender
@@ -402,8 +404,7 @@ class UplinkClient:
             if self._fatal:
                 raise ConnectionError(self._fatal)
             now = time.monotonic()
-            room = self._inflight_window() - (self.sender.backlog_bytes -
-                                              self.sender.unsent_bytes)
+            room = self._window_room()
             if room > 0 or not self.sender.connected:
                 for data in self.sender.data_to_send(now, max_bytes=min(SEND_BATCH_BYTES,
                                                                         max(1, room))):
@@ -421,9 +422,8 @@ class UplinkClient:
                 await ws.close()
                 return
             self._wake.clear()
-            room = self._inflight_window() - (self.sender.backlog_bytes -
-                                              self.sender.unsent_bytes)
-            if self.sender.unsent_bytes == 0 or room <= 0 or not self.sender.connected:
+            if (self.sender.unsent_bytes == 0 or self._window_room() <= 0
+                    or not self.sender.connected):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.1)
 

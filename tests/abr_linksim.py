@@ -196,6 +196,17 @@ def run(controller: AbrController, sim: LinkSim, duration_s: float) -> list[Deci
     return decisions
 
 
+def run_phases(controller: AbrController, sim: LinkSim,
+               phases: list[tuple[float, bool, float]]) -> list[int]:
+    """Run (capacity_kbps, connected, seconds) phases one after the other; every bitrate."""
+    out: list[int] = []
+    for capacity, connected, seconds in phases:
+        sim.capacity_kbps = capacity
+        sim.set_connected(connected)
+        out += [d.kbps for d in run(controller, sim, seconds)]
+    return out
+
+
 def obs(**fields: object) -> Observation:
     """One hand-made Observation: an idle, connected link unless `fields` say otherwise."""
     base = Observation(connected=True, sent_bytes_total=0, acked_bytes_total=0,

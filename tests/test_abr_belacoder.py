@@ -19,7 +19,7 @@ from encoder.abr.belacoder import (
     SRT_PAYLOAD_BYTES,
     BelacoderController,
 )
-from tests.abr_linksim import LinkSim, obs, run
+from tests.abr_linksim import LinkSim, obs, run, run_phases
 
 LIMITS = AbrLimits(min_kbps=200, max_kbps=2500, start_kbps=1000)
 AUDIO_KBPS = 64  # LinkSim's default audio
@@ -236,12 +236,8 @@ def test_buffer_above_light_threshold_decreases_100_every_200_ms() -> None:
 def test_never_outside_the_limits(limits: AbrLimits) -> None:
     c = create("belacoder", limits)
     sim = LinkSim(capacity_kbps=5000)
-    out = []
-    for capacity, connected, seconds in [(5000, True, 15), (300, True, 10), (0, False, 5),
-                                         (0, True, 5), (100, True, 5), (5000, True, 20)]:
-        sim.capacity_kbps = capacity
-        sim.set_connected(connected)
-        out += [d.kbps for d in run(c, sim, seconds)]
+    out = run_phases(c, sim, [(5000, True, 15), (300, True, 10), (0, False, 5), (0, True, 5),
+                              (100, True, 5), (5000, True, 20)])
     assert all(limits.min_kbps <= k <= limits.max_kbps for k in out)
 
 

@@ -13,7 +13,7 @@ from encoder.abr.obs import (
     ObsController,
 )
 from encoder.settings import AUDIO_KBPS
-from tests.abr_linksim import Decision, LinkSim, changes, obs, run
+from tests.abr_linksim import Decision, LinkSim, changes, obs, run, run_phases
 
 LIMITS = AbrLimits(min_kbps=200, max_kbps=2500, start_kbps=1500)
 TICK_S = 0.1  # UPDATE_INTERVAL_S
@@ -158,12 +158,8 @@ def test_congestion_threshold_and_no_rate_yet() -> None:
 def test_never_outside_the_limits_nor_above_start(limits: AbrLimits) -> None:
     c = create("obs", limits)
     sim = LinkSim(capacity_kbps=5000)
-    out = []
-    for capacity, connected, seconds in [(5000, True, 15), (300, True, 10), (0, False, 5),
-                                         (0, True, 5), (100, True, 5), (5000, True, 30)]:
-        sim.capacity_kbps = capacity
-        sim.set_connected(connected)
-        out += [d.kbps for d in run(c, sim, seconds)]
+    out = run_phases(c, sim, [(5000, True, 15), (300, True, 10), (0, False, 5), (0, True, 5),
+                              (100, True, 5), (5000, True, 30)])
     assert all(limits.min_kbps <= k <= limits.start_kbps for k in out)
 
 

@@ -64,8 +64,7 @@ RAISE_GAIN_PER_S = 1.0  # ... and of an unqueued sample above the estimate (it o
 RISE_GAIN_PER_S = 0.5  # bitrate moves this share of the way up to its goal per second
 PROBE_HOLDOFF_S = 6.0  # no probing this long after congestion (or the start)
 PROBE_INTERVAL_S = 2.0
-PROBE_HOLDOFF_START_S = 2.0  # at the start, before any congestion: probe sooner,
-PROBE_INTERVAL_START_S = 1.0  # more often,
+PROBE_INTERVAL_START_S = 1.0  # at the start, before any congestion: probe more often
 PROBE_STEP_START = 0.25  # and in bigger steps (the link is unknown)
 PROBE_STEP_FAR = 0.08  # probe step with no recent back-off
 PROBE_CARRIED_SHARE = 0.99  # probe again only once the link carries what we send (the last
@@ -100,7 +99,6 @@ class SteadyController(AbrController):
         self._state = "start"
         self._streak = 0  # probes in a row since the last congestion
         self._congested_once = False  # until the first back-off, probe faster (start-up)
-        self._started = False
 
     @property
     def estimate_kbps(self) -> float | None:
@@ -110,8 +108,7 @@ class SteadyController(AbrController):
         return self._state
 
     def update(self, obs: Observation, *, now: float) -> int:
-        if not self._started:
-            self._started = True
+        if self._prev_now is None:  # the first update
             self._hold_until = now + PROBE_HOLDOFF_S
         dt = 0.0 if self._prev_now is None else max(0.0, now - self._prev_now)
         self._prev_now = now

@@ -94,9 +94,13 @@ class MediaEncoder:
         self._v.bit_rate = min(self.ceiling_kbps, kbps * max(1, frame_step)) * 1000
 
     def encode_video(self, bgr: npt.NDArray[np.uint8], index: int,
-                     capture_time_us: int) -> list[EncodedUnit]:
+                     capture_time_us: int, keyframe: bool = False) -> list[EncodedUnit]:
+        """Encode one frame; `keyframe` forces this one to be an IDR frame (the GOP
+        schedule carries on from it)."""
         frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
         frame.pts = index
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
         self._capture_us_by_pts[index] = capture_time_us
         return self._video_units(self._v.encode(frame))
 

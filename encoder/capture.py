@@ -28,6 +28,7 @@ from uplink import TrackConfig
 log = logging.getLogger(__name__)
 
 RECORD_QUEUE_S = 1.0  # raw frames queued for the local recorder (85 MB at 720p30)
+OUTAGE_KEYFRAME_S = 0.5  # during an uplink outage, a keyframe at least this often
 
 
 class CaptureLoop:
@@ -56,6 +57,7 @@ class CaptureLoop:
         floor = s.fps_floor_kbps or default_floor_kbps(s.width, s.height, s.fps)
         self.governor = FrameRateGovernor(s.fps, floor)
         self._target_kbps = s.start_kbps
+        self._dense_keyframes = False
         self._applied: tuple[int, int] = (s.start_kbps, 1)
         self.recorder: LocalRecorder | None = None
         self.record_summary: RecordSummary | None = None
@@ -81,6 +83,12 @@ class CaptureLoop:
     def set_target_kbps(self, kbps: int) -> None:
         """The ABR's video bitrate; applied before the next frame (thread-safe)."""
         self._target_kbps = kbps
+
+    def set_dense_keyframes(self, dense: bool) -> None:
+        """During an uplink outage: a keyframe every OUTAGE_KEYFRAME_S instead of every
+        KEYFRAME_INTERVAL_S, so that when the link returns the live edge can restart close to
+        the oldest media the relay can still show in time (thread-safe)."""
+        self._dense_keyframes = dense
 
     @property
     def effective_fps(self) -> float:
@@ -124,6 +132,8 @@ class CaptureLoop:
         t0 = time.monotonic()
         n = 0
         audio_sent = 0
+        dense_gop = max(1, round(OUTAGE_KEYFRAME_S * s.fps))
+        last_key = -dense_gop  # frame index of the last forced keyframe
         while not self._stop.is_set():
             if s.duration_s is not None and n >= round(s.duration_s * s.fps):
                 break
@@ -138,7 +148,10 @@ class CaptureLoop:
                 self.recorder.video(picture, n)
             units: list[EncodedUnit] = []
             if self.governor.keep(n):
-                units = self.encoder.encode_video(picture, n, capture_us)
+                force = self._dense_keyframes and n - last_key >= dense_gop
+                if force:
+                    last_key = n
+                units = self.encoder.encode_video(picture, n, capture_us, keyframe=force)
                 self.frames_encoded += 1
             audio_due = round((n + 1) * AUDIO_SAMPLE_RATE / s.fps)
             audio_units = self.encoder.encode_audio(self.audio.audio(audio_due - audio_sent))

@@ -13,9 +13,12 @@ publish (unknown stream, wrong token) is fatal and reported in plain words.
 
 Live edge first: when the media still waiting for the relay is older than the relay's
 buffer (minus ``LIVE_ALLOWANCE_MS`` for the trip), it can no longer be shown live. The
-client then moves the live edge to the newest video keyframe (``UplinkSender.jump_to_live``):
-from there media goes first, and what the jump skipped follows flagged as backfill, at low
-priority, so the relay's recording still ends complete.
+client then moves the live edge (``UplinkSender.jump_to_live``) to the oldest video keyframe
+that can still arrive in time, so the viewer misses as little as the outage forces: from
+there media goes first, and what the jump skipped follows flagged as backfill, at low
+priority, so the relay's recording still ends complete. While the uplink is out the encoder
+makes keyframes every ``OUTAGE_KEYFRAME_S`` (``CaptureLoop.set_dense_keyframes``), so such
+a keyframe is never far from the oldest media the relay can still show.
 """
 
 from __future__ import annotations
@@ -53,10 +56,14 @@ log = logging.getLogger(__name__)
 SEND_BATCH_BYTES = 256 * 1024
 STATS_INTERVAL_S = 1.0
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-MIN_INFLIGHT_BYTES = 64 * 1024  # the in-flight window never closes below this
+MIN_INFLIGHT_BYTES = 16 * 1024  # the in-flight window never closes below this (0.2 s at 600 kbit/s)
 INFLIGHT_MIN_S = 0.5  # ... and holds at least this long of the measured delivery rate
-INFLIGHT_RTTS = 2.0  # ... or this many RTTs of it, whichever is longer
-LIVE_ALLOWANCE_MS = 1000  # media this close to the relay's buffer age is still sent live
+INFLIGHT_RTTS = 2.0  # ... or this many base RTTs of it, whichever is longer (the base,
+                     # min_rtt: with srtt a queue in the network would widen the window
+                     # that lets it grow)
+KEYFRAMES_KEPT = 4096  # recent video keyframes remembered as live-edge candidates
+LIVE_ALLOWANCE_MS = 700  # time left for the trip: media older than the relay's buffer
+                         # minus this can no longer be shown live
 RATE_WINDOW_S = 1.0  # sent/acked bitrates on the status line
 STATUS_TTY_INTERVAL_S = 1.0
 STATUS_LOG_INTERVAL_S = 10.0
@@ -119,7 +126,9 @@ class UplinkClient:
         self._wake = asyncio.Event()
         self._fatal: str | None = None
         self._acks: list[AckSample] = []
-        self._newest_keyframe_seq: int | None = None
+        self._keyframes: deque[tuple[int, int]] = deque(maxlen=KEYFRAMES_KEPT)  # video
+                                                        # (seq, capture_us), oldest first
+        self._newest_capture_us = 0
         self._sent_rate = _Rate(RATE_WINDOW_S)
         self._acked_rate = _Rate(RATE_WINDOW_S)
         self._status: SenderStatus | None = None
@@ -141,8 +150,9 @@ class UplinkClient:
                 self._fatal = (f"{exc}. The uplink has been down too long for --spool-disk-mb; "
                                "the local --record copy (if any) is complete")
                 break
+            self._newest_capture_us = max(self._newest_capture_us, u.capture_time_us)
             if u.track_id == VIDEO_TRACK_ID and u.keyframe:
-                self._newest_keyframe_seq = seq
+                self._keyframes.append((seq, u.capture_time_us))
                 self._maybe_jump_to_live()
         self._wake.set()
 
@@ -152,25 +162,33 @@ class UplinkClient:
 
     # --- decisions --------------------------------------------------------------------------
     def _maybe_jump_to_live(self) -> None:
-        """Move the live edge to the newest keyframe when older media can no longer be live."""
-        kf = self._newest_keyframe_seq
+        """Move the live edge when older media can no longer be live: to the oldest keyframe
+        whose media can still reach the relay in time."""
         buffer_ms = self.sender.relay_buffer_ms
-        if kf is None or buffer_ms is None or kf <= self.sender.acked_seq:
+        if buffer_ms is None or not self._keyframes:
             return
+        in_time_ms = max(0, buffer_ms - LIVE_ALLOWANCE_MS)
+        oldest_us = self._newest_capture_us - in_time_ms * 1000
+        while len(self._keyframes) > 1 and self._keyframes[0][1] < oldest_us:
+            self._keyframes.popleft()  # too old for the live edge, now or later
         lag_ms = self.sender.live_lag_ms
-        if lag_ms > max(0, buffer_ms - LIVE_ALLOWANCE_MS) and self.sender.live_from_seq < kf:
-            log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
-                     "edge moves to seq %d; the rest follows as backfill",
-                     lag_ms / 1000, buffer_ms / 1000, kf)
-            self.sender.jump_to_live(kf)
-            self.live_jumps += 1
-            self.events.write("live_edge_jump", stream=self.settings.stream, seq=kf,
-                              lag_ms=lag_ms)  # the lag that made it jump
+        if lag_ms <= in_time_ms:
+            return
+        kf = self._keyframes[0][0]
+        if kf <= self.sender.acked_seq or kf <= self.sender.live_from_seq:
+            return
+        log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
+                 "edge moves to seq %d; the rest follows as backfill",
+                 lag_ms / 1000, buffer_ms / 1000, kf)
+        self.sender.jump_to_live(kf)
+        self.live_jumps += 1
+        self.events.write("live_edge_jump", stream=self.settings.stream, seq=kf,
+                          lag_ms=lag_ms)  # the lag that made it jump
 
     def _window_room(self) -> int:
         """Bytes the in-flight window still admits (<= 0: wait for ACKs)."""
         rate_bps = (self.sender.relay_arrival_kbps or self.target_kbps) * 1000 / 8
-        hold_s = max(INFLIGHT_MIN_S, INFLIGHT_RTTS * (self.sender.srtt_s or 0.0))
+        hold_s = max(INFLIGHT_MIN_S, INFLIGHT_RTTS * (self.sender.min_rtt_s or 0.0))
         window = max(MIN_INFLIGHT_BYTES, int(rate_bps * hold_s))
         return window - (self.sender.backlog_bytes - self.sender.unsent_bytes)
 
@@ -182,7 +200,8 @@ class UplinkClient:
             acked_bytes_total=s.acked_bytes_total, backlog_bytes=s.backlog_bytes,
             backlog_ms=s.live_lag_ms, unsent_bytes=s.unsent_bytes, unsent_ms=s.unsent_ms,
             srtt_s=s.srtt_s, last_ack_time=s.last_ack_time, relay_buffer_ms=s.relay_buffer_ms,
-            relay_arrival_kbps=s.relay_arrival_kbps, target_kbps=self.target_kbps, acks=acks)
+            relay_arrival_kbps=s.relay_arrival_kbps, target_kbps=self.target_kbps, acks=acks,
+            backfill_bytes=s.backfill_bytes)
 
     def _dropout_events(self, events: list[DropoutEvent]) -> None:
         name = self.settings.stream
@@ -252,6 +271,9 @@ class UplinkClient:
             if self.sender.backlog_bytes == 0 and self.sender.connected:
                 self._dropout_events(self.detector.on_media(wall))  # nothing is late
             self._dropout_events(self.detector.poll(wall))
+            if self.capture is not None:
+                self.capture.set_dense_keyframes(self.detector.current_start is not None)
+            self._maybe_jump_to_live()
             self._status = self._snapshot(mono)
             if not s.quiet and mono >= next_status:
                 next_status = mono + interval

@@ -63,8 +63,13 @@ def steps(*phases: tuple[float, float]) -> Callable[[float], float]:
 
 def run(controller: AbrController, capacity: Callable[[float], float], duration_s: float,
         *, rtt_s: float = 0.08, audio_kbps: float = 64.0, step_s: float = 0.02,
-        connected: Callable[[float], bool] | None = None) -> Trace:
-    """Drive `controller` for `duration_s` behind `capacity`; returns the decisions."""
+        connected: Callable[[float], bool] | None = None,
+        rtt_includes_queue: bool = False) -> Trace:
+    """Drive `controller` for `duration_s` behind `capacity`; returns the decisions.
+
+    With `rtt_includes_queue` a chunk counts as sent when it was produced, so every RTT
+    sample carries the queueing delay (a sender whose queue sits in the network, not in its
+    own buffer)."""
     queue: deque[_Chunk] = deque()  # not yet fully carried
     in_flight: deque[tuple[float, _Chunk]] = deque()  # (ack time, chunk) carried, ACK pending
     pending_acks: list[AckSample] = []
@@ -85,7 +90,7 @@ def run(controller: AbrController, capacity: Callable[[float], float], duration_
         while queue and budget > 0:
             c = queue[0]
             if c.sent_at is None:
-                c.sent_at = t
+                c.sent_at = c.capture_t if rtt_includes_queue else t
             carried = min(c.left, int(budget))
             if carried <= 0:
                 break

@@ -65,3 +65,18 @@ def test_every_other_frame_keeps_the_bitrate() -> None:
     sizes, _ = _encode(6.0, 0.0, 400, 400, step=2)
     assert all(pts % 2 == 0 for pts in sizes)
     assert 0.7 * 400 < _kbps(sizes, 1.0, 6.0) < 1.3 * 400
+
+
+def test_forced_keyframe_is_an_idr_where_asked() -> None:
+    # the capture loop forces keyframes during an uplink outage (dense live-edge restarts)
+    enc = MediaEncoder(W, H, FPS, 600, GOP_S, 48000, 64, "ultrafast", max_kbps=2000)
+    pattern = TestPattern(W, H, FPS, "key")
+    forced = {20, 35, 50}
+    keyframes: list[int] = []
+    for n in range(90):
+        for u in enc.encode_video(pattern.video_frame(n, n * 33), n, 0, keyframe=n in forced):
+            if u.keyframe:
+                keyframes.append(u.pts)
+    keyframes += [u.pts for u in enc.flush() if u.keyframe]
+    assert forced <= set(keyframes), keyframes
+    assert keyframes[0] == 0

@@ -121,10 +121,11 @@ key = "coopkey"
 
     slow = phase(14, SLOW_UNTIL_S)
     assert slow, targets
-    # settled below the link: video + audio under 600 kbit/s (a probe may poke above briefly)
-    assert statistics.median(slow) + AUDIO_KBPS < 600, slow
-    assert max(slow) + AUDIO_KBPS < 1.2 * 600, slow
-    assert statistics.median(slow) + AUDIO_KBPS > 0.6 * 600, slow  # and using most of it
+    # settled at the link: the video target below 600 kbit/s, video + audio using most of it
+    # (steady keeps a small queue behind the link, so it may sit a little above at times)
+    assert statistics.median(slow) < 600, slow
+    assert statistics.median(slow) + AUDIO_KBPS > 0.75 * 600, slow
+    assert max(slow) + AUDIO_KBPS < 1.3 * 600, slow
     during_outage = phase(OUTAGE_AT_S + 2, OUTAGE_AT_S + OUTAGE_S)
     assert max(during_outage) < 0.5 * max(phase(SLOW_UNTIL_S + 4, OUTAGE_AT_S)), targets
 
@@ -145,11 +146,7 @@ key = "coopkey"
     # the platform kept one session through the outage (the relay's slate)
     assert len(nginx_rtmp.recordings("coopkey")) == 1
 
-    # after the outage, on the 1500 kbit/s link, the target should climb well above phase 1.
-    # Known defect (issue 3 note): in some runs `steady` stays near its drain floor after the
-    # outage in the real pipeline although it recovers in the scripted link model; checked
-    # last, and reported as an expected failure rather than hidden.
+    # after the outage, on the 1500 kbit/s link, the target climbs well above phase 1
     fast = phase(OUTAGE_AT_S + OUTAGE_S + 8, DURATION_S)
     assert fast, targets
-    if not (max(fast) > 1000 and max(fast) > max(slow) + 300):
-        pytest.xfail(f"steady did not climb after the outage: {fast[-5:]} (known defect)")
+    assert statistics.median(fast) > 1000 and statistics.median(fast) > max(slow) + 300, fast

@@ -40,6 +40,7 @@ from .wire import (
 )
 
 RTT_GAIN = 0.125  # weight of a new RTT sample in srtt (RFC 6298 alpha)
+MIN_RTT_WINDOW_S = 60.0  # min_rtt: the lowest RTT sample over this window
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
 
@@ -140,6 +141,7 @@ class UplinkSender:
         self._acked_bytes_total = 0
         self._retransmitted_bytes_total = 0
         self._srtt_s: float | None = None
+        self._rtt_mins: deque[tuple[float, float]] = deque()  # (now, rtt_s), increasing rtt
         self._last_ack_time: float | None = None
         self._relay_buffer_ms: int | None = None
         self._relay_arrival_kbps: int | None = None
@@ -445,6 +447,12 @@ class UplinkSender:
         return self._srtt_s
 
     @property
+    def min_rtt_s(self) -> float | None:
+        """The lowest RTT sample of the last MIN_RTT_WINDOW_S (at the last ACK): the path's
+        RTT without a queue, as near as the sender can tell; None before a sample."""
+        return self._rtt_mins[0][1] if self._rtt_mins else None
+
+    @property
     def last_ack_time(self) -> float | None:
         """`now` of the last ACK or WELCOME."""
         return self._last_ack_time
@@ -533,6 +541,12 @@ class UplinkSender:
                 self._srtt_s = rtt_s
             else:
                 self._srtt_s += RTT_GAIN * (rtt_s - self._srtt_s)
+            mins = self._rtt_mins
+            while mins and mins[-1][1] >= rtt_s:
+                mins.pop()
+            mins.append((now, rtt_s))
+            while mins[0][0] < now - MIN_RTT_WINDOW_S:
+                mins.popleft()
         self._last_ack_time = now
         self._relay_buffer_ms = msg.buffer_ms
         self._relay_arrival_kbps = msg.arrival_kbps

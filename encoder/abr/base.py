@@ -73,6 +73,8 @@ class Observation:
     relay_arrival_kbps: int | None  # the relay's view of the arrival rate, from its ACKs
     target_kbps: int  # the bitrate the encoder is running at now
     acks: tuple[AckSample, ...] = field(default=())
+    backfill_bytes: int = 0  # media skipped by a live-edge jump, still to be sent for the
+                             # relay's recording (it shares the link with the live edge)
 
 
 class AbrController(ABC):

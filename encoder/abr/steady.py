@@ -1,43 +1,50 @@
-"""``steady``: our controller, built for links that come and go.
+"""``steady``: our controller, built for links that come and go behind a buffering relay.
 
-A weak rural uplink differs from the links the classic controllers were tuned on in one way
-above all: it disappears, for a fraction of a second or for minutes, and comes back at about
-the rate it had. So ``steady`` keeps an estimate of what the link delivers that survives an
-outage, and treats "no ACKs" as an outage to ride out, not as evidence that the link is slow.
+Two facts shape it. A weak rural uplink disappears, for a fraction of a second or for
+minutes, and comes back at about the rate it had; and the relay holds ``buffer_ms`` (seconds)
+of media, so a short queue behind the link costs the viewer nothing while an idle link wastes
+capacity that never comes back. So ``steady`` keeps a small, deliberate queue behind the link
+(``QUEUE_TARGET_MS``) instead of no queue: the link never idles (variable 3G capacity is used
+as it comes), and the rate it measures while that queue exists is the link's, not ours.
 
-The rules, in order of precedence at each update:
+At each update, in order:
 
-1. **Outage** - the transport is down, or ACKs stopped for ``STALL_S`` (or 4 RTTs) while media
-   is outstanding: the bitrate drops at once to ``OUTAGE_SHARE`` of the link estimate (at least
-   the floor), so the media spooled during the outage is small and is caught up quickly when
-   the link returns. The link estimate is left as it was.
-2. **Drain** - media queues behind the link (queueing delay, the unacknowledged media span
-   minus one RTT, above ``DRAIN_QUEUE_MS``; after an outage this is the spooled media): the
-   bitrate is set so the queue empties in about ``DRAIN_HORIZON_S``: the link estimate times
-   ``1 - queue / horizon``, at least ``DRAIN_MIN_SHARE`` of it. Each update in this state that
-   still finds the queue growing lowers the estimate towards the measured delivery rate.
-3. **Back off** - the queue is above ``BACKOFF_QUEUE_MS`` and growing: the link delivers less
-   than we send. The estimate becomes the rate measured while we were queueing, the bitrate
-   ``HEADROOM`` of it, and probing waits ``PROBE_HOLDOFF_S``; the level where this happened
-   is remembered (``_ceiling``) to probe carefully up to it later.
-4. **Steady / probe** - no queue: the bitrate moves towards ``HEADROOM`` × estimate (half the
-   gap per second upwards, at once downwards). After ``PROBE_HOLDOFF_S`` without congestion the
-   controller probes: ``PROBE_STEP_FAR`` per ``PROBE_INTERVAL_S``, growing by
-   ``PROBE_STEP_GROWTH`` with each probe in a row the link carried. Near the link estimate
-   measured at the last back-off (the ceiling) it is careful: for ``CEILING_FORGET_S`` it
-   probes in ``PROBE_STEP_NEAR`` steps and only up to ``CEILING_PROBE_SHARE`` of it, so it
-   settles just under a known ceiling instead of overshooting it again and again (no
-   saw-tooth); after that, or as soon as a queued measurement shows the link carrying
-   ``CEILING_STALE_SHARE`` of the old ceiling (after an outage, say), it probes past it.
-   Samples taken while the sender is not queueing only raise the estimate (an app-limited
-   sender cannot measure the link's limit, and never above what was sent: ACK timing noise
-   must not creep the estimate above the link). A probe step that makes a queue grow (above
-   ``QUEUED_MS``) is undone at once and its level remembered as the ceiling.
+1. **Outage** - the transport is down, or ACKs stopped for ``STALL_S`` (or ``STALL_RTTS``
+   smoothed RTTs) while media is outstanding: the bitrate drops at once to ``OUTAGE_SHARE`` of
+   the link estimate, so what is spooled during the outage is small and is caught up quickly
+   when the link returns. The link estimate is left as it was (it survives the outage).
+2. **Queue control** - the video bitrate is ``gain`` x link estimate - audio, with
+   ``gain = 1 + QUEUE_GAIN x (QUEUE_TARGET_MS - queue) / QUEUE_TARGET_MS`` kept within
+   ``[GAIN_MIN, GAIN_MAX]``: below the target queue it sends a little more than the link
+   delivered (a gentle, continuous probe), above it a little less (a drain; after an outage
+   the spooled media is drained at ``GAIN_MIN``).
 
-Rate samples are the relay's ACKed payload bytes (audio and video; the uplink's framing is
-not counted, so the estimate is already net of it) over the last ``RATE_WINDOW_S``. The
-bitrate returned is the video bitrate: ``HEADROOM`` of the estimate minus the audio rate
-(``AbrLimits.audio_kbps``).
+The queue is the standing queue: the minimum over ``QUEUE_WINDOW_S`` of the unacknowledged
+live media span minus the base RTT (so a keyframe's burst is not taken for congestion). The
+base RTT is the minimum ACK round trip over ``BASE_RTT_WINDOW_S``: long, so a standing queue
+cannot creep into it and raise the target step by step (LEDBAT's base-delay habit, RFC 6817
+section 2.4.1, with one window instead of its per-minute history). Because the standing queue
+is usually in the network, the RTT samples carry it; so when no sample has come within
+``BASE_RTT_NEAR_MS`` of the base for ``BASE_RTT_REFRESH_S``, the controller drains for
+``REFRESH_S`` at ``GAIN_MIN`` to see the empty-queue RTT again (BBR's ProbeRTT idea, Cardwell
+et al., "BBR: Congestion-Based Congestion Control", ACM Queue 2016), about 2.5% of the
+capacity of one period; a base that really rose (a new route) ages out with the window.
+
+The link estimate is the ACKed payload rate over ``RATE_WINDOW_S``. A sample taken while the
+standing queue exceeds ``QUEUED_MS`` measures the link (it had more than it could carry) and
+moves the estimate towards it, down or up, by ``ESTIMATE_GAIN_PER_S``. A sample without a
+queue only proves the link carried what we sent, so it only raises the estimate, and never
+above the bitrate we were sending (ACK bursts must not creep the estimate past the link).
+Samples across an ACK pause of ``STALL_S`` are discarded: a pause is an outage to ride out, not
+evidence that the link is slow. Before the first queued sample (start-up) the bitrate climbs
+by ``GAIN_MAX`` over what was delivered until a queue appears.
+
+While media skipped by a live-edge jump still waits to be sent (backfill for the relay's
+recording), the gain is at most ``BACKFILL_GAIN``: the live edge leaves a share of the link to
+it, or a controller that fills the link would starve the archive.
+
+The encoder is only told of a change of more than ``SWITCH_SHARE`` (or any cut during an
+outage), so the picture does not wobble with every ACK.
 """
 
 from __future__ import annotations
@@ -47,35 +54,23 @@ from collections import deque
 from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
 
-HEADROOM = 0.9  # audio + video as a share of the link estimate (variation, framing)
-RATE_WINDOW_S = 1.5  # delivery rate over this window of ACKs
+QUEUE_TARGET_MS = 250  # standing queue kept behind the link (well inside the relay's buffer)
+QUEUE_GAIN = 0.1  # gain change per QUEUE_TARGET_MS of queue error
+GAIN_MIN = 0.5  # send at least half the link estimate (the drain after an outage)
+GAIN_MAX = 1.25  # and at most a quarter above it (probing, start-up)
+QUEUE_WINDOW_S = 1.0  # the standing queue is the minimum over this window
+QUEUED_MS = 60  # a standing queue above this: rate samples measure the link
+RATE_WINDOW_S = 1.0  # delivery rate over this window of ACKs
+ESTIMATE_GAIN_PER_S = 1.0  # weight per second of a rate sample in the link estimate
+BASE_RTT_WINDOW_S = 120.0  # base RTT: minimum ACK round trip over this window
+BASE_RTT_NEAR_MS = 40  # an RTT sample this close to the base shows the queue empty
+BASE_RTT_REFRESH_S = 40.0  # no such sample for this long: drain once to see the base again
+REFRESH_S = 2.0  # ... at GAIN_MIN for this long (the encoder follows within ~1 s)
 STALL_S = 1.0  # no ACK for this long with media outstanding: the link is out
 STALL_RTTS = 4.0  # ... or for this many smoothed RTTs, whichever is longer
-OUTAGE_SHARE = 0.3  # bitrate during an outage, as a share of the link estimate
-BACKOFF_QUEUE_MS = 350  # queueing delay that, while growing, means we send too much
-DRAIN_QUEUE_MS = 1200  # queueing delay that must be drained on purpose
-DRAIN_HORIZON_S = 4.0  # empty a queue in about this long
-DRAIN_MIN_SHARE = 0.4  # never drain below this share of the link estimate
-FRESH_ACK_S = 0.3  # a rate sample counts only if the last ACK is this recent (or 2 RTTs):
-                   # ACKs pausing may be the start of an outage, not a slow link
-QUEUED_MS = 150  # queueing delay above which a rate sample measures the link, not us
-ESTIMATE_GAIN_PER_S = 0.5  # weight per second of a queued rate sample in the estimate
-RAISE_GAIN_PER_S = 1.0  # ... and of an unqueued sample above the estimate (it only raises)
-RISE_GAIN_PER_S = 0.5  # bitrate moves this share of the way up to its goal per second
-PROBE_HOLDOFF_S = 6.0  # no probing this long after congestion (or the start)
-PROBE_INTERVAL_S = 2.0
-PROBE_INTERVAL_START_S = 1.0  # at the start, before any congestion: probe more often
-PROBE_STEP_START = 0.25  # and in bigger steps (the link is unknown)
-PROBE_STEP_FAR = 0.08  # probe step with no recent back-off
-PROBE_CARRIED_SHARE = 0.99  # probe again only once the link carries what we send (the last
-                            # step arrived in full) and no queue is building
-PROBE_STEP_GROWTH = 1.5  # ... times this per probe in a row the link carried
-PROBE_STEP_MAX = 0.25
-PROBE_STEP_NEAR = 0.03  # probe step while a back-off is recent
-CEILING_PROBE_SHARE = 0.95  # while a back-off is recent, probe up to this share of the link
-                            # estimate it measured, and no further (no saw-tooth)
-CEILING_FORGET_S = 30.0  # after this long, probe past the last back-off again
-CEILING_STALE_SHARE = 1.1  # an estimate this far above the back-off level: the link has grown
+OUTAGE_SHARE = 0.3  # audio + video during an outage, as a share of the link estimate
+BACKFILL_GAIN = 0.85  # while backfill waits, leave this much of the link to it
+SWITCH_SHARE = 0.05  # tell the encoder only of changes larger than this share
 
 
 @register
@@ -84,156 +79,110 @@ class SteadyController(AbrController):
 
     def __init__(self, limits: AbrLimits) -> None:
         super().__init__(limits)
-        self._target = float(limits.start_kbps)
+        self._goal = float(limits.start_kbps)  # what the rules want now
+        self._out = float(limits.start_kbps)  # what the encoder was last told
         self._estimate_kbps: float | None = None  # what the link delivers; survives outages
         self._acks: deque[tuple[float, int]] = deque()  # (acked_at, bytes) in the window
         self._acked_in_window = 0
-        self._window_start: float | None = None
-        self._prev_queue_ms = 0.0
+        self._window_start: float | None = None  # first ACK of the continuous ACK stream
+        self._rtts: deque[tuple[float, float]] = deque()  # (acked_at, rtt_s), increasing rtt
+        self._queue: deque[tuple[float, float]] = deque()  # (now, queue_ms), increasing queue
         self._prev_now: float | None = None
-        self._hold_until = 0.0  # no probing before this
-        self._next_probe = 0.0
-        self._probe_level: float | None = None  # bitrate reached by probing
-        self._before_probe = self._target  # the bitrate before the last probe step
-        self._ceiling: tuple[float, float] | None = None  # (kbps, when) of the last back-off
+        self._base_seen_at = 0.0  # when an RTT sample last came near the base RTT
+        self._refresh_until = 0.0
         self._state = "start"
-        self._streak = 0  # probes in a row since the last congestion
-        self._congested_once = False  # until the first back-off, probe faster (start-up)
 
     @property
     def estimate_kbps(self) -> float | None:
+        """The link estimate (audio + video kbit/s), None before the first queued sample."""
         return self._estimate_kbps
+
+    @property
+    def standing_queue_ms(self) -> float:
+        return self._queue[0][1] if self._queue else 0.0
 
     def describe(self) -> str:
         return self._state
 
     def update(self, obs: Observation, *, now: float) -> int:
-        if self._prev_now is None:  # the first update
-            self._hold_until = now + PROBE_HOLDOFF_S
         dt = 0.0 if self._prev_now is None else max(0.0, now - self._prev_now)
         self._prev_now = now
+        audio = self.limits.audio_kbps
         rate = self._delivery_kbps(obs, now)
-        srtt_ms = 1000.0 * (obs.srtt_s or 0.0)
-        queue_ms = max(0.0, obs.backlog_ms - srtt_ms)
-        growing = queue_ms > self._prev_queue_ms
-        self._prev_queue_ms = queue_ms
-        queued = queue_ms > QUEUED_MS or obs.unsent_ms > QUEUED_MS
-
+        queue_ms = self._standing_queue_ms(obs, now)
         stalled = self._stalled(obs, now)
-        fresh = obs.last_ack_time is not None and now - obs.last_ack_time <= max(
-            FRESH_ACK_S, 2 * (obs.srtt_s or 0.0))
-        if rate is not None and fresh and not stalled:
-            if self._estimate_kbps is None:
-                if queued:
-                    self._estimate_kbps = rate
-            elif queued:
-                w = min(1.0, ESTIMATE_GAIN_PER_S * dt)
-                self._estimate_kbps += w * (rate - self._estimate_kbps)
-                if self._ceiling is not None and rate > CEILING_STALE_SHARE * self._ceiling[0]:
-                    self._ceiling = None  # queued, the link carried well above it: it grew
-            else:
-                # not queued: the link carried all we sent, which proves no more than that
-                # (and ACK timing noise must not creep the estimate above the link)
-                carried = min(rate, self._target + self.limits.audio_kbps)
-                if carried > self._estimate_kbps:
-                    w = min(1.0, RAISE_GAIN_PER_S * dt)
-                    self._estimate_kbps += w * (carried - self._estimate_kbps)
+
+        if rate is not None and not stalled:
+            self._learn(rate, queue_ms > QUEUED_MS, min(1.0, ESTIMATE_GAIN_PER_S * dt))
         estimate = self._estimate_kbps
 
         if stalled:
             self._state = "outage"
-            base = estimate if estimate is not None else self._target
-            self._target = min(self._target, max(self.limits.min_kbps, OUTAGE_SHARE * base))
-            self._probe_level = None
-            self._streak = 0
-            self._hold_until = max(self._hold_until, now + PROBE_HOLDOFF_S / 2)
-        elif queue_ms > DRAIN_QUEUE_MS and estimate is not None:
-            self._state = "drain"
-            share = max(DRAIN_MIN_SHARE, 1.0 - queue_ms / 1000.0 / DRAIN_HORIZON_S)
-            self._target = share * self._video(HEADROOM, estimate)
-            self._ceiling = (estimate, now)
-            self._probe_level = None
-            self._hold_until = max(self._hold_until, now + PROBE_HOLDOFF_S)
-            self._congested_once = True
-            self._streak = 0
-        elif queue_ms > BACKOFF_QUEUE_MS and growing:
-            self._state = "backoff"
-            if fresh and rate is not None and (estimate is None or rate < estimate):
-                self._estimate_kbps = estimate = rate  # (ACKs pausing: maybe an outage
-            if estimate is None:  # starting, which must not erase the estimate)
-                estimate = self._target + self.limits.audio_kbps
-            if self._target > self._video(HEADROOM, estimate):
-                self._ceiling = (estimate, now)
-                self._target = self._video(HEADROOM, estimate)
-            self._probe_level = None
-            self._hold_until = now + PROBE_HOLDOFF_S
-            self._congested_once = True
-            self._streak = 0
-        elif self._probe_level is not None and queue_ms > QUEUED_MS and growing:
-            # the last probe step put a queue behind the link: undo it, and remember the level
-            self._state = "backoff"
-            if estimate is not None:
-                self._ceiling = (estimate, now)
-            self._target = min(self._target, self._before_probe)
-            self._probe_level = None
-            self._congested_once = True
-            self._streak = 0
-            self._hold_until = now + PROBE_HOLDOFF_S
+            link = estimate if estimate is not None else self._out + audio
+            self._goal = min(self._goal, OUTAGE_SHARE * link - audio)
+        elif estimate is None:
+            self._state = "start"
+            if rate is not None:
+                self._goal = max(self._goal, GAIN_MAX * rate - audio)
         else:
-            carried = rate is not None and rate >= PROBE_CARRIED_SHARE * (
-                self._target + self.limits.audio_kbps)
-            self._steady(estimate, dt, now, may_probe=carried and queue_ms < QUEUED_MS / 2)
-        self._target = min(float(self.limits.max_kbps), max(float(self.limits.min_kbps),
-                                                             self._target))
-        return self.limits.clamp(self._target)
+            gain = 1.0 + QUEUE_GAIN * (QUEUE_TARGET_MS - queue_ms) / QUEUE_TARGET_MS
+            gain = min(GAIN_MAX, max(GAIN_MIN, gain))
+            self._state = "drain" if gain < 0.9 else "probe" if gain > 1.1 else "steady"
+            if obs.backfill_bytes > 0:
+                gain = min(gain, BACKFILL_GAIN)
+            if now - self._base_seen_at > BASE_RTT_REFRESH_S:
+                self._base_seen_at = now
+                self._refresh_until = now + REFRESH_S
+            if now < self._refresh_until:
+                gain, self._state = GAIN_MIN, "refresh"
+            self._goal = gain * estimate - audio
+        self._goal = min(float(self.limits.max_kbps), max(float(self.limits.min_kbps),
+                                                         self._goal))
+        if abs(self._goal - self._out) > SWITCH_SHARE * self._out or (
+                stalled and self._goal < self._out):
+            self._out = self._goal
+        return self.limits.clamp(self._out)
 
-    def _steady(self, estimate: float | None, dt: float, now: float, may_probe: bool) -> None:
-        goal = (self._video(HEADROOM, estimate) if estimate is not None
-                else float(self.limits.start_kbps))
-        if self._probe_level is not None:
-            goal = max(goal, self._probe_level)
-        if now >= self._hold_until and now >= self._next_probe and may_probe:
-            step, limit = PROBE_STEP_FAR, float(self.limits.max_kbps)
-            if not self._congested_once:
-                step = PROBE_STEP_START
-            else:  # each probe that the link carried earns a bigger next step
-                step = min(PROBE_STEP_MAX, PROBE_STEP_FAR * PROBE_STEP_GROWTH ** self._streak)
-            if self._ceiling is not None:
-                level, when = self._ceiling
-                if now - when > CEILING_FORGET_S:
-                    self._ceiling = None
-                else:
-                    step, limit = PROBE_STEP_NEAR, self._video(CEILING_PROBE_SHARE, level)
-            if self._target >= goal * 0.98 and self._target < limit:
-                self._before_probe = self._target
-                self._probe_level = min(limit, self._target * (1.0 + step))
-                self._target = max(self._target, self._probe_level)  # a step, not a ramp
-                if self._ceiling is None:
-                    self._streak += 1  # (near a ceiling, steps stay small)
-                goal = max(goal, self._probe_level)
-                self._state = "probe"
-            else:
-                self._state = "steady"
-            self._next_probe = now + (PROBE_INTERVAL_S if self._congested_once
-                                      else PROBE_INTERVAL_START_S)
-        elif self._state not in ("probe",):
-            self._state = "steady"
-        if goal < self._target:
-            self._target = goal
-        else:
-            self._target += min(1.0, RISE_GAIN_PER_S * dt) * (goal - self._target)
+    def _learn(self, rate: float, queued: bool, weight: float) -> None:
+        if self._estimate_kbps is None:
+            if queued:
+                self._estimate_kbps = rate
+            return
+        if not queued:
+            # the link carried all we sent, which proves no more than that
+            rate = min(rate, self._out + self.limits.audio_kbps)
+            if rate <= self._estimate_kbps:
+                return
+        self._estimate_kbps += weight * (rate - self._estimate_kbps)
 
-    def _video(self, share: float, link_kbps: float) -> float:
-        """The video bitrate that makes audio + video `share` of a link of `link_kbps`."""
-        return share * link_kbps - self.limits.audio_kbps
+    def _standing_queue_ms(self, obs: Observation, now: float) -> float:
+        for a in obs.acks:
+            rtt = a.rtt_s
+            if rtt is None:
+                continue
+            while self._rtts and self._rtts[-1][1] >= rtt:
+                self._rtts.pop()
+            self._rtts.append((a.acked_at, rtt))
+        while len(self._rtts) > 1 and self._rtts[0][0] < now - BASE_RTT_WINDOW_S:
+            self._rtts.popleft()
+        base_ms = 1000.0 * (self._rtts[0][1] if self._rtts else (obs.srtt_s or 0.0))
+        if any(a.rtt_s is not None and 1000.0 * a.rtt_s <= base_ms + BASE_RTT_NEAR_MS
+               for a in obs.acks):
+            self._base_seen_at = now
+        queue_ms = max(0.0, obs.backlog_ms - base_ms)
+        while self._queue and self._queue[-1][1] >= queue_ms:
+            self._queue.pop()
+        self._queue.append((now, queue_ms))
+        while self._queue[0][0] < now - QUEUE_WINDOW_S:
+            self._queue.popleft()
+        return self._queue[0][1]
 
     def _stalled(self, obs: Observation, now: float) -> bool:
         if not obs.connected:
             return True
         if obs.backlog_bytes == 0 or obs.last_ack_time is None:
             return False
-        limit = max(STALL_S, STALL_RTTS * (obs.srtt_s or 0.0))
-        return now - obs.last_ack_time > limit
+        return now - obs.last_ack_time > max(STALL_S, STALL_RTTS * (obs.srtt_s or 0.0))
 
     def _delivery_kbps(self, obs: Observation, now: float) -> float | None:
         """ACKed payload rate over the last RATE_WINDOW_S of a continuous ACK stream; None
@@ -242,20 +191,18 @@ class SteadyController(AbrController):
             if self._acks and a.acked_at - self._acks[-1][0] > STALL_S:
                 self._acks.clear()
                 self._acked_in_window = 0
-                self._window_start = a.acked_at  # this ACK opens the window; its bytes
-                self._acks.append((a.acked_at, 0))  # were delivered during the gap
-                continue
-            if self._window_start is None:
-                self._window_start = a.acked_at
+                self._window_start = None
+            if self._window_start is None:  # this ACK opens the window; its bytes were
+                self._window_start = a.acked_at  # delivered before the window began
                 self._acks.append((a.acked_at, 0))
                 continue
             self._acks.append((a.acked_at, a.acked_bytes))
             self._acked_in_window += a.acked_bytes
-        while self._acks and self._acks[0][0] < now - RATE_WINDOW_S:
+        while len(self._acks) > 1 and self._acks[0][0] < now - RATE_WINDOW_S:
             self._acked_in_window -= self._acks.popleft()[1]
         if self._window_start is None or not obs.connected:
             return None
-        span = min(RATE_WINDOW_S, now - self._window_start)
-        if span < RATE_WINDOW_S / 2:
+        if now - self._window_start < RATE_WINDOW_S / 2:
             return None
+        span = max(RATE_WINDOW_S / 2, min(RATE_WINDOW_S, now - self._acks[0][0]))
         return self._acked_in_window * 8 / 1000.0 / span

@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append uplink outages and live-edge jumps to this JSON-lines file "
                         "(the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
+
+    from benchmarks import trace_cli
+
+    trace_cli.add_parser(sub)
     return p
 
 

@@ -202,6 +202,25 @@ def test_rtt_sample_is_send_to_ack_time_and_srtt_smooths() -> None:
     assert sender.srtt_s == pytest.approx(0.25 + 0.125 * (0.65 - 0.25))
 
 
+def test_min_rtt_is_the_lowest_sample_of_the_last_minute() -> None:
+    sender = UplinkSender(SESSION)
+    sender.add_track(VIDEO)
+    sender.connection_made(0.0)
+    sender.data_to_send(0.0)
+    sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
+    assert sender.min_rtt_s is None
+    seq = 0
+    for at, rtt in ((1.0, 0.2), (2.0, 0.5), (30.0, 0.4), (70.0, 0.6)):
+        push(sender, 1, now=at)
+        sender.data_to_send(at)
+        seq += 1
+        sender.receive(encode(Ack(seq, 1000, 300)), at + rtt)
+        if at == 30.0:
+            assert sender.min_rtt_s == pytest.approx(0.2)  # 0.2 s is still in the window
+    # at 70.6 s the 0.2 s sample (taken at 1.2 s) is older than MIN_RTT_WINDOW_S: 0.4 s leads
+    assert sender.min_rtt_s == pytest.approx(0.4)
+
+
 def test_karn_rule_retransmitted_media_gives_no_rtt_sample() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)

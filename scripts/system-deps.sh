@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (a real RTMP server and ffmpeg) when missing.
+# Installs the Debian packages the tests need (a real RTMP server, ffmpeg, iperf3) when missing.
 set -euo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
@@ -7,6 +7,7 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)  # the link emulator's fidelity test
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -259,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
 
-    from benchmarks import trace_cli
+    from benchmarks import emulator, trace_cli
 
     trace_cli.add_parser(sub)
+    emulator.add_parser(sub)
     return p
 
 

@@ -1,0 +1,871 @@
+"""The link emulator: a TCP or UDP proxy whose two directions go through the link model.
+
+``LinkEmulator`` listens on ``listen`` and forwards to ``target``. What the client sends goes
+through the uplink ``Link`` (``benchmarks.link_model``: drop-tail queue -> trace link -> loss
+-> delay), what comes back goes through the downlink. The model decides every delivery time;
+this module only moves bytes and keeps the clock (``time.monotonic()``, nowhere else). A timer
+(``loop.call_later`` to the model's ``next_event_ms``) drives deliveries; nothing polls.
+
+One link per direction, shared by every connection (it is one bottleneck). The trace clock
+starts at ``start()``: a real link does not restart its capacity trace when a TCP connection
+does, so a connection opened 30 s in meets the trace 30 s in, and ``outages`` count from
+``start()`` too.
+
+TCP (a proxy; each accepted client gets its own connection to the target):
+
+- the stream is cut into packets of at most ``MTU_BYTES`` as it is read; sizes are payload
+  bytes (the emulated link carries no headers, so the trace's capacity is goodput);
+- bytes are never dropped. The emulator reads from a socket only while the uplink queue has
+  room for a full packet, with small socket buffers (``SOCKET_BUFFER_BYTES``) and
+  ``TCP_NODELAY``: when the emulated queue is full the sender's bytes wait in the sender's
+  own socket, as behind a real bottleneck. Each connection direction also stops reading while
+  ``PIPE_WINDOW_BYTES`` are read and not yet written out (a receive window: it bounds memory
+  when the far end reads slowly or the direction has no rate limit);
+- random loss cannot drop bytes of a stream: a lost packet stands for a segment TCP sent
+  again. It arrives ``retransmit_delay_ms`` late, max(``RETRANSMIT_MIN_MS``,
+  ``RETRANSMIT_RTT_FACTOR`` x the two one-way delays), like a retransmission timeout (Linux's
+  minimum RTO is 200 ms), and the rest of that connection's bytes stay behind it, in order;
+- during an outage the link has no delivery opportunities: bytes wait in the queue and then
+  at the sender; connections stay open, as on a cellular link that loses signal. A connection
+  opened during an outage is accepted (and connected to the target) at once; its bytes wait;
+- a FIN (half-close) travels through the link behind the data and is passed on with
+  ``shutdown(SHUT_WR)``; a reset is passed on to the other side at once. ``stop()`` closes
+  everything; bytes still inside the model are discarded.
+
+UDP: datagrams from the most recent client address go through the uplink to the target and
+replies come back through the downlink to that address. Here queue overflow and loss drop
+datagrams.
+
+Without a downlink spec, the downlink has no rate limit and no loss, and shares the uplink's
+delay, queue limits and outages (a dead radio is dead both ways).
+
+``emulate`` on the command line: see ``add_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import math
+import signal
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, cast
+
+from benchmarks.link_model import (
+    Bottleneck,
+    DelayStage,
+    Delivered,
+    DropTailQueue,
+    Link,
+    LinkModelError,
+    LossStage,
+    OutageStage,
+    Packet,
+    Stage,
+    TraceLink,
+    UnlimitedLink,
+)
+from benchmarks.outages import SPEC_HELP, OutageSpecError, parse_outages
+from benchmarks.traces import MTU_BYTES, Outage, Trace, TraceError, load_trace
+
+log = logging.getLogger(__name__)
+
+DELAY_MS_DEFAULT = 40.0  # one-way, each direction: a 3G/4G RTT of ~80 ms before queueing
+# A cellular bottleneck buffers deeply (seconds: Jiang et al., "Tackling Bufferbloat in 3G/4G
+# Networks", IMC 2012). 100 full packets = 150 kB = 1.2 s at 1 Mbit/s, 4 s at 0.3 Mbit/s.
+# Mahimahi's default is an unlimited queue, which would hide a sender's overload entirely.
+QUEUE_PACKETS_DEFAULT = 100
+SOCKET_BUFFER_BYTES = 32 * 1024  # SO_RCVBUF/SO_SNDBUF of every emulator socket
+PIPE_WINDOW_BYTES = 4 * 1024 * 1024  # per connection direction: read, not yet written out
+READS_PER_WAKE = 64  # packets read from one socket per readiness callback
+RETRANSMIT_MIN_MS = 200.0
+RETRANSMIT_RTT_FACTOR = 3.0
+STATUS_INTERVAL_S = 5.0
+OUTAGE_HORIZON_S = 3600.0  # without --duration, random outages are drawn over the first hour
+NO_CAPACITY_MS = 500.0  # the status line says "outage" after this long without capacity
+EXIT_USAGE = 2
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+Direction = Literal["up", "down"]
+
+
+class EmulatorError(ValueError):
+    """A bad emulator setting; the message names the setting, the value and what is valid."""
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One direction of the emulated link.
+
+    ``trace``: capacity (None = no rate limit); ``delay_ms``: one-way delay;
+    ``queue_packets`` / ``queue_bytes``: drop-tail limits of the bottleneck queue (None = no
+    limit; at least one full packet); ``loss``: random loss probability (a drop for UDP, a
+    retransmission delay for TCP); ``outages``: seconds from ``start()`` with no capacity;
+    ``seed``: the loss generator's seed.
+    """
+
+    trace: Trace | None = None
+    delay_ms: float = DELAY_MS_DEFAULT
+    queue_packets: int | None = QUEUE_PACKETS_DEFAULT
+    queue_bytes: int | None = None
+    loss: float = 0.0
+    outages: tuple[Outage, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outages", tuple(self.outages))
+        if not (math.isfinite(self.delay_ms) and self.delay_ms >= 0):
+            raise EmulatorError(f"delay_ms={self.delay_ms}: must be a number >= 0")
+        if self.queue_packets is not None and self.queue_packets < 1:
+            raise EmulatorError(f"queue_packets={self.queue_packets}: must be >= 1 (or None)")
+        if self.queue_bytes is not None and self.queue_bytes < MTU_BYTES:
+            raise EmulatorError(f"queue_bytes={self.queue_bytes}: must be >= {MTU_BYTES} "
+                                "(one full packet) or None")
+        if not (0.0 <= self.loss < 1.0):
+            raise EmulatorError(f"loss={self.loss}: must be within [0, 1)")
+
+
+@dataclass(frozen=True)
+class DirectionStats:
+    """A snapshot of one direction. Per-second lists cover the whole seconds since ``start()``,
+    bin i = ``(i, i+1]`` s; delivered counts bytes when they leave the emulated link (after
+    the delay), so it lags capacity by ``delay_ms``. ``capacity_bytes_per_s`` is None for a
+    direction without a rate limit."""
+
+    direction: Direction
+    elapsed_s: float
+    delivered_bytes_per_s: list[int]
+    capacity_bytes_per_s: list[int] | None
+    offered_bytes: int
+    delivered_bytes: int
+    dropped_packets: int  # refused by a full queue (UDP only; TCP holds the sender instead)
+    dropped_bytes: int
+    lost_packets: int  # random loss: dropped (UDP) or retransmitted late (TCP)
+    lost_bytes: int
+    queued_packets: int
+    queued_bytes: int
+    peak_queued_packets: int
+    peak_queued_bytes: int
+    no_capacity: bool  # in an outage, or no opportunity in the last NO_CAPACITY_MS
+
+
+class _Side:
+    """One direction: its link, its counters, the connections reading into it."""
+
+    def __init__(self, name: Direction, spec: LinkSpec, start_ms: float,
+                 retransmit_delay_ms: float | None) -> None:
+        self.name = name
+        self.spec = spec
+        self.start_ms = start_ms
+        self.outages = OutageStage.from_outages(spec.outages, start_ms)
+        queue = DropTailQueue(spec.queue_packets, spec.queue_bytes)
+        self.bottleneck: Bottleneck
+        if spec.trace is None:
+            self.bottleneck = UnlimitedLink(queue=queue, outages=self.outages)
+        else:
+            self.bottleneck = TraceLink(spec.trace.opportunities_ms, spec.trace.period_ms,
+                                        queue=queue, start_ms=start_ms, outages=self.outages)
+        stages: list[Stage] = []
+        self.loss: LossStage | None = None
+        if spec.loss > 0:
+            self.loss = LossStage(spec.loss, spec.seed, retransmit_delay_ms=retransmit_delay_ms)
+            stages.append(self.loss)
+        if spec.delay_ms > 0:
+            stages.append(DelayStage(spec.delay_ms))
+        self.link = Link(self.bottleneck, stages)
+        self.delivered_per_s: list[int] = []
+        self.pipes: set[_Pipe] = set()
+        self.full = False
+
+    def record(self, time_ms: float, size_bytes: int) -> None:
+        i = max(0, math.ceil((time_ms - self.start_ms) / 1000.0) - 1)
+        per_s = self.delivered_per_s
+        if i >= len(per_s):
+            per_s.extend([0] * (i + 1 - len(per_s)))
+        per_s[i] += size_bytes
+
+    def capacity_bytes(self, t0_ms: float, t1_ms: float) -> int | None:
+        if isinstance(self.bottleneck, TraceLink):
+            return self.bottleneck.capacity_bytes(t0_ms, t1_ms)
+        return None
+
+    def no_capacity(self, now_ms: float) -> bool:
+        if self.outages.is_out(now_ms):
+            return True
+        if isinstance(self.bottleneck, TraceLink):
+            return self.bottleneck.opportunities_between(now_ms - NO_CAPACITY_MS, now_ms) == 0
+        return False
+
+    def stats(self, now_ms: float) -> DirectionStats:
+        seconds = max(0, int((now_ms - self.start_ms) // 1000))
+        delivered = (self.delivered_per_s + [0] * seconds)[:seconds]
+        capacity: list[int] | None = None
+        if isinstance(self.bottleneck, TraceLink):
+            capacity = [self.bottleneck.capacity_bytes(self.start_ms + i * 1000.0,
+                                                       self.start_ms + (i + 1) * 1000.0)
+                        for i in range(seconds)]
+        s, q = self.link.stats, self.link.queue
+        return DirectionStats(
+            direction=self.name, elapsed_s=(now_ms - self.start_ms) / 1000.0,
+            delivered_bytes_per_s=delivered, capacity_bytes_per_s=capacity,
+            offered_bytes=s.offered_bytes, delivered_bytes=s.delivered_bytes,
+            dropped_packets=s.dropped_packets, dropped_bytes=s.dropped_bytes,
+            lost_packets=self.loss.lost_packets if self.loss else 0,
+            lost_bytes=self.loss.lost_bytes if self.loss else 0,
+            queued_packets=len(q), queued_bytes=q.bytes, peak_queued_packets=q.peak_packets,
+            peak_queued_bytes=q.peak_bytes, no_capacity=self.no_capacity(now_ms))
+
+
+class _Pipe:
+    """One direction of one TCP connection: ``src`` -> link -> ``dst``."""
+
+    __slots__ = ("conn", "src", "dst", "side", "out", "unwritten", "eof_read", "fin_in",
+                 "shut", "reading", "writing")
+
+    def __init__(self, conn: _Conn, src: socket.socket, dst: socket.socket, side: _Side) -> None:
+        self.conn = conn
+        self.src = src
+        self.dst = dst
+        self.side = side
+        self.out = bytearray()  # out of the link, not yet accepted by dst
+        self.unwritten = 0  # read from src, not yet accepted by dst
+        self.eof_read = False  # src sent FIN (it is in the link)
+        self.fin_in = False  # the FIN came out of the link
+        self.shut = False  # FIN passed on to dst
+        self.reading = False  # reader registered on src
+        self.writing = False  # writer registered on dst
+
+
+class _Conn:
+    __slots__ = ("client", "upstream", "connected", "closed", "up", "down")
+
+    def __init__(self, client: socket.socket, upstream: socket.socket, up: _Side,
+                 down: _Side) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.connected = False
+        self.closed = False
+        self.up = _Pipe(self, client, upstream, up)
+        self.down = _Pipe(self, upstream, client, down)
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, emulator: LinkEmulator, side: Direction) -> None:
+        self.emulator = emulator
+        self.side = side
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.emulator._on_datagram(self.side, data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable
+        log.debug("emulator udp %s: %s", self.side, exc)
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+
+
+def _nodelay(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class LinkEmulator:
+    """A proxy from ``listen`` to ``target`` through an emulated link (see the module docstring).
+
+    ``listen`` port 0 picks a free port; ``port`` has the bound one after ``start()``.
+    """
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int], uplink: LinkSpec,
+                 downlink: LinkSpec | None = None, protocol: Literal["tcp", "udp"] = "tcp") -> None:
+        if protocol not in ("tcp", "udp"):
+            raise EmulatorError(f"protocol={protocol!r}: must be 'tcp' or 'udp'")
+        self.listen = listen
+        self.target = target
+        self.protocol = protocol
+        self.uplink = uplink
+        self.downlink = downlink if downlink is not None else LinkSpec(
+            trace=None, delay_ms=uplink.delay_ms, queue_packets=uplink.queue_packets,
+            queue_bytes=uplink.queue_bytes, loss=0.0, outages=uplink.outages,
+            seed=uplink.seed + 1)
+        self.retransmit_delay_ms = max(
+            RETRANSMIT_MIN_MS,
+            RETRANSMIT_RTT_FACTOR * (self.uplink.delay_ms + self.downlink.delay_ms))
+        self.port = 0
+        self.start_time = 0.0  # time.monotonic() at start(): second 0 of the trace
+        self.connections_total = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sides: dict[Direction, _Side] = {}
+        self._last_ms = -math.inf
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_ms = math.inf
+        self._listener: socket.socket | None = None
+        self._target_family = socket.AF_INET
+        self._target_addr: tuple[Any, ...] = target
+        self._conns: set[_Conn] = set()
+        self._front: asyncio.DatagramTransport | None = None
+        self._back: asyncio.DatagramTransport | None = None
+        self._client_addr: tuple[str | int, ...] | None = None
+        self._running = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind, resolve the target, and start the trace clock."""
+        if self._running:
+            raise RuntimeError("emulator already started")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        kind = socket.SOCK_STREAM if self.protocol == "tcp" else socket.SOCK_DGRAM
+        infos = await loop.getaddrinfo(self.target[0], self.target[1], type=kind)
+        if not infos:
+            raise OSError(f"cannot resolve target {self.target[0]}:{self.target[1]}")
+        self._target_family, _, _, _, self._target_addr = infos[0]
+        start_ms = time.monotonic() * 1000.0
+        self.start_time = start_ms / 1000.0
+        self._last_ms = start_ms
+        retransmit = self.retransmit_delay_ms if self.protocol == "tcp" else None
+        self._sides = {"up": _Side("up", self.uplink, start_ms, retransmit),
+                       "down": _Side("down", self.downlink, start_ms, retransmit)}
+        if self.protocol == "tcp":
+            infos = await loop.getaddrinfo(self.listen[0], self.listen[1], type=kind,
+                                           flags=socket.AI_PASSIVE)
+            family, _, _, _, addr = infos[0]
+            lsock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                _tune(lsock)  # accepted sockets inherit the small buffers
+                lsock.bind(addr)
+                lsock.listen(128)
+                lsock.setblocking(False)
+            except OSError:
+                lsock.close()
+                raise
+            self._listener = lsock
+            self.port = int(lsock.getsockname()[1])
+            loop.add_reader(lsock.fileno(), self._on_accept)
+        else:
+            front, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self, "up"), local_addr=self.listen)
+            try:
+                back, _ = await loop.create_datagram_endpoint(
+                    lambda: _Datagrams(self, "down"),
+                    remote_addr=(str(self._target_addr[0]), int(self._target_addr[1])))
+            except OSError:
+                front.close()
+                raise
+            self._front, self._back = front, back
+            self.port = int(front.get_extra_info("sockname")[1])
+        self._running = True
+        log.info("emulator listening port=%d target=%s:%d protocol=%s", self.port,
+                 self.target[0], self.target[1], self.protocol)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection (plain close), drop what is in the model."""
+        if not self._running:
+            return
+        self._running = False
+        loop = self._loop
+        assert loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._listener is not None:
+            loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        for conn in list(self._conns):
+            self._close(conn, rst=False)
+        for transport in (self._front, self._back):
+            if transport is not None:
+                transport.close()
+        self._front = self._back = None
+        await asyncio.sleep(0)  # let transports finish closing
+
+    async def __aenter__(self) -> LinkEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- reading stats ------------------------------------------------------------------------
+
+    def now_ms(self) -> float:
+        """The emulator's clock (``time.monotonic()`` in ms, never going back)."""
+        self._last_ms = max(self._last_ms, time.monotonic() * 1000.0)
+        return self._last_ms
+
+    def elapsed_s(self) -> float:
+        """Seconds of trace played since ``start()``."""
+        return (self.now_ms() - self.start_time * 1000.0) / 1000.0
+
+    def stats(self, direction: Direction = "up") -> DirectionStats:
+        """A snapshot of one direction's counters (``start()`` first)."""
+        return self._side(direction).stats(self.now_ms())
+
+    def capacity_bytes(self, direction: Direction, t0_s: float, t1_s: float) -> int | None:
+        """Capacity of a direction in ``(t0_s, t1_s]`` seconds after ``start()``; None without
+        a rate limit."""
+        start = self.start_time * 1000.0
+        return self._side(direction).capacity_bytes(start + t0_s * 1000.0, start + t1_s * 1000.0)
+
+    def _side(self, direction: Direction) -> _Side:
+        if direction not in self._sides:
+            raise RuntimeError("emulator not started" if not self._sides
+                               else f"direction {direction!r}: must be 'up' or 'down'")
+        return self._sides[direction]
+
+    # -- the timer ----------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Deliver what the model says is due, then sleep until its next event."""
+        if not self._running:
+            return
+        now = self.now_ms()
+        for side in self._sides.values():
+            items = side.link.advance(now)
+            if items:
+                if self.protocol == "tcp":
+                    self._deliver_tcp(side, items)
+                else:
+                    self._deliver_udp(side, items)
+            self._refresh(side)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        t = math.inf
+        for side in self._sides.values():
+            e = side.link.next_event_ms()
+            if e is not None:
+                t = min(t, e)
+        if t == self._timer_ms and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_ms = t
+        if t < math.inf:
+            delay_s = max(0.0, (t - time.monotonic() * 1000.0) / 1000.0)
+            self._timer = loop.call_later(delay_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._last_ms = max(self._last_ms, self._timer_ms)  # asyncio may wake a hair early
+        self._timer_ms = math.inf
+        self._pump()
+
+    def _refresh(self, side: _Side) -> None:
+        """Re-arm the readers of a direction whose queue went from full to not full."""
+        full = side.link.is_full_for(MTU_BYTES)
+        if full == side.full:
+            return
+        side.full = full
+        for pipe in list(side.pipes):
+            self._arm_reader(pipe)
+
+    # -- TCP ----------------------------------------------------------------------------------
+
+    def _on_accept(self) -> None:
+        assert self._listener is not None and self._loop is not None
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("emulator accept failed: %s", exc)
+                return
+            self.connections_total += 1
+            client.setblocking(False)
+            _tune(client)
+            _nodelay(client)
+            try:
+                upstream = socket.socket(self._target_family, socket.SOCK_STREAM)
+            except OSError as exc:
+                log.warning("emulator cannot open a target socket: %s", exc)
+                self._rst_close(client)
+                continue
+            _tune(upstream)
+            _nodelay(upstream)
+            upstream.setblocking(False)
+            conn = _Conn(client, upstream, self._sides["up"], self._sides["down"])
+            self._conns.add(conn)
+            conn.up.side.pipes.add(conn.up)
+            conn.down.side.pipes.add(conn.down)
+            err = upstream.connect_ex(self._target_addr)
+            if err in (0, errno.EISCONN):
+                self._on_connected(conn)
+            elif err in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+                self._loop.add_writer(upstream.fileno(), self._on_connected, conn)
+            else:
+                log.info("emulator: target %s refused: %s", self.target, errno.errorcode.get(err))
+                self._close(conn, rst=True)
+                continue
+            self._arm_reader(conn.up)
+
+    def _on_connected(self, conn: _Conn) -> None:
+        assert self._loop is not None
+        if conn.closed:
+            return
+        self._loop.remove_writer(conn.upstream.fileno())
+        err = conn.upstream.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            log.info("emulator: target %s: %s", self.target, errno.errorcode.get(err, err))
+            self._close(conn, rst=True)
+            return
+        conn.connected = True
+        self._arm_reader(conn.down)
+        self._flush(conn.up)
+
+    def _arm_reader(self, pipe: _Pipe) -> None:
+        conn = pipe.conn
+        if conn.closed:
+            return
+        want = (not pipe.eof_read and not pipe.side.full
+                and pipe.unwritten < PIPE_WINDOW_BYTES
+                and (conn.connected or pipe is conn.up))
+        if want == pipe.reading:
+            return
+        pipe.reading = want
+        assert self._loop is not None
+        if want:
+            self._loop.add_reader(pipe.src.fileno(), self._on_readable, pipe)
+        else:
+            self._loop.remove_reader(pipe.src.fileno())
+
+    def _on_readable(self, pipe: _Pipe) -> None:
+        conn = pipe.conn
+        if conn.closed or not self._running:
+            return
+        side = pipe.side
+        link = side.link
+        now = self.now_ms()
+        for _ in range(READS_PER_WAKE):
+            if link.is_full_for(MTU_BYTES) or pipe.unwritten >= PIPE_WINDOW_BYTES:
+                break
+            try:
+                data = pipe.src.recv(MTU_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._close(conn, rst=True)  # a reset from one side: pass it on
+                self._pump()
+                return
+            if not data:
+                pipe.eof_read = True
+                link.enqueue(Packet(0, (pipe, None), flow=pipe), now)
+                break
+            link.enqueue(Packet(len(data), (pipe, data), flow=pipe), now)
+            pipe.unwritten += len(data)
+        side.full = link.is_full_for(MTU_BYTES)
+        if side.full:
+            for other in list(side.pipes):
+                self._arm_reader(other)
+        else:
+            self._arm_reader(pipe)
+        self._pump()
+
+    def _deliver_tcp(self, side: _Side, items: list[Delivered]) -> None:
+        touched: dict[_Pipe, None] = {}
+        for item in items:
+            side.record(item.time_ms, item.packet.size_bytes)
+            pipe, data = cast(tuple[_Pipe, bytes | None], item.packet.payload)
+            if pipe.conn.closed:
+                continue
+            if data is None:
+                pipe.fin_in = True
+            else:
+                pipe.out += data
+            touched[pipe] = None
+        for pipe in touched:
+            self._flush(pipe)
+
+    def _on_writable(self, pipe: _Pipe) -> None:
+        self._flush(pipe)
+
+    def _flush(self, pipe: _Pipe) -> None:
+        conn = pipe.conn
+        if conn.closed or not conn.connected:
+            return
+        loop = self._loop
+        assert loop is not None
+        if pipe.out:
+            try:
+                n = pipe.dst.send(pipe.out)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                self._close(conn, rst=True)
+                return
+            del pipe.out[:n]
+            pipe.unwritten -= n
+        want_write = bool(pipe.out)
+        if want_write != pipe.writing:
+            pipe.writing = want_write
+            if want_write:
+                loop.add_writer(pipe.dst.fileno(), self._on_writable, pipe)
+            else:
+                loop.remove_writer(pipe.dst.fileno())
+        if not pipe.out and pipe.fin_in and not pipe.shut:
+            pipe.shut = True
+            with contextlib.suppress(OSError):
+                pipe.dst.shutdown(socket.SHUT_WR)
+        if conn.up.shut and conn.down.shut:
+            self._close(conn, rst=False)
+            return
+        self._arm_reader(pipe)
+
+    def _close(self, conn: _Conn, *, rst: bool) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        loop = self._loop
+        assert loop is not None
+        self._conns.discard(conn)
+        for pipe in (conn.up, conn.down):
+            pipe.side.pipes.discard(pipe)
+        for sock in (conn.client, conn.upstream):
+            if sock.fileno() >= 0:
+                loop.remove_reader(sock.fileno())
+                loop.remove_writer(sock.fileno())
+            if rst:
+                self._rst_close(sock)
+            else:
+                sock.close()
+
+    @staticmethod
+    def _rst_close(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        sock.close()
+
+    # -- UDP ----------------------------------------------------------------------------------
+
+    def _on_datagram(self, direction: Direction, data: bytes,
+                     addr: tuple[str | int, ...]) -> None:
+        if not self._running:
+            return
+        if direction == "up":
+            self._client_addr = addr
+        elif self._client_addr is None:
+            return  # a reply before any client: nobody to send it to
+        self._sides[direction].link.enqueue(Packet(len(data), data), self.now_ms())
+        self._pump()
+
+    def _deliver_udp(self, side: _Side, items: list[Delivered]) -> None:
+        for item in items:
+            side.record(item.time_ms, item.packet.size_bytes)
+            data = item.packet.payload
+            assert isinstance(data, bytes)
+            if side.name == "up":
+                if self._back is not None:
+                    self._back.sendto(data)
+            elif self._front is not None and self._client_addr is not None:
+                self._front.sendto(data, self._client_addr)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def _host_port(value: str, option: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise EmulatorError(f"{option} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:9000")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``emulate`` command to a subparsers object (its handler is ``args.func``)."""
+    p = sub.add_parser(
+        "emulate", help="replay a link trace between a client and a server (TCP or UDP proxy)",
+        description="Forward TCP connections (or UDP datagrams) to a target through an "
+                    "emulated weak link: "
+                    "a capacity trace (Mahimahi delivery opportunities of 1500 bytes, or a "
+                    "Pensieve/CSV rate trace), a drop-tail queue, random loss, a fixed delay "
+                    "and outages. The trace starts when the emulator starts and loops; all "
+                    "connections share one link per direction. TCP bytes are never dropped: "
+                    "when the queue is full the sender waits, and a 'lost' packet arrives "
+                    "late as a retransmission would. Prints a status line every "
+                    f"{STATUS_INTERVAL_S:g} s; Ctrl-C stops it.")
+    p.add_argument("--trace", required=True, metavar="FILE",
+                   help="uplink capacity trace (client -> target): a Mahimahi file, a Pensieve "
+                        "'cooked' file or seconds,kbps CSV; 'none' for no rate limit")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT",
+                   help="where clients connect (port 0 picks a free one)")
+    p.add_argument("--target", required=True, metavar="HOST:PORT",
+                   help="the server behind the link (e.g. the relay)")
+    p.add_argument("--delay-ms", type=float, default=DELAY_MS_DEFAULT, metavar="MS",
+                   help="one-way propagation delay in each direction "
+                        "(default %(default)g: ~80 ms RTT, a 3G/4G path before queueing)")
+    p.add_argument("--queue-packets", type=int, default=QUEUE_PACKETS_DEFAULT, metavar="N",
+                   help="bottleneck queue limit in packets, each direction (default "
+                        "%(default)s = 150 kB: 1.2 s at 1 Mbit/s; cellular links buffer "
+                        "deeply). TCP senders wait when it is full; UDP datagrams are dropped")
+    p.add_argument("--queue-bytes", type=int, metavar="N",
+                   help="also limit the queue in bytes (default: no byte limit)")
+    p.add_argument("--loss", type=float, default=0.0, metavar="P",
+                   help="random loss probability on the uplink, 0..1 (default %(default)g); "
+                        "UDP: dropped; TCP: delayed like a retransmission, "
+                        f"max({RETRANSMIT_MIN_MS:g} ms, {RETRANSMIT_RTT_FACTOR:g} x RTT)")
+    p.add_argument("--outages", default="none", metavar="SPEC",
+                   help="outages with no capacity in either direction, seconds from start: "
+                        f"{SPEC_HELP} (default %(default)s). Without --duration, random "
+                        f"outages are drawn over the first {OUTAGE_HORIZON_S:g} s")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for random loss and random outages (default %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="X",
+                   help="multiply the traces' capacity by X, e.g. 0.5 (default %(default)g)")
+    p.add_argument("--downlink", metavar="FILE",
+                   help="downlink capacity trace (target -> client); default: no rate limit, "
+                        "same delay, queue and outages")
+    p.add_argument("--udp", action="store_true",
+                   help="forward UDP datagrams instead of TCP connections (replies go to the "
+                        "most recent client)")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="stop after S seconds (default: run until Ctrl-C)")
+    p.set_defaults(func=cmd_emulate)
+
+
+def emulator_from_args(args: argparse.Namespace) -> tuple[LinkEmulator, float | None]:
+    """Build the emulator an ``emulate`` command line asks for (and its duration).
+
+    Raises EmulatorError, TraceError, OutageSpecError or OSError with a message naming the
+    option at fault."""
+    listen = _host_port(args.listen, "--listen")
+    target = _host_port(args.target, "--target")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise EmulatorError(f"--duration {args.duration:g}: must be a number of seconds > 0")
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise EmulatorError(f"--scale {args.scale:g}: must be > 0")
+    if not 0.0 <= args.loss < 1.0:
+        raise EmulatorError(f"--loss {args.loss:g}: must be within [0, 1)")
+    if args.queue_packets is not None and args.queue_packets < 1:
+        raise EmulatorError(f"--queue-packets {args.queue_packets}: must be >= 1")
+    if args.queue_bytes is not None and args.queue_bytes < MTU_BYTES:
+        raise EmulatorError(f"--queue-bytes {args.queue_bytes}: must be >= {MTU_BYTES}")
+    if not (math.isfinite(args.delay_ms) and args.delay_ms >= 0):
+        raise EmulatorError(f"--delay-ms {args.delay_ms:g}: must be >= 0")
+    up_trace = None if args.trace == "none" else load_trace(args.trace, scale=args.scale)
+    down_trace = None
+    if args.downlink and args.downlink != "none":
+        down_trace = load_trace(args.downlink, scale=args.scale)
+    horizon = args.duration if args.duration is not None else OUTAGE_HORIZON_S
+    try:
+        outages = tuple(parse_outages(args.outages, duration_s=horizon, seed=args.seed))
+    except OutageSpecError as exc:
+        raise OutageSpecError(f"--outages: {exc}") from None
+    uplink = LinkSpec(trace=up_trace, delay_ms=args.delay_ms, queue_packets=args.queue_packets,
+                      queue_bytes=args.queue_bytes, loss=args.loss, outages=outages,
+                      seed=args.seed)
+    downlink = replace(uplink, trace=down_trace, loss=0.0, seed=args.seed + 1)
+    emulator = LinkEmulator(listen, target, uplink, downlink,
+                            protocol="udp" if args.udp else "tcp")
+    return emulator, args.duration
+
+
+def status_line(emulator: LinkEmulator, since_s: float, until_s: float,
+                delivered_before: dict[Direction, int]) -> str:
+    """One line: per direction, delivered vs capacity over ``(since_s, until_s]``, queue and
+    outage state. ``delivered_before`` holds each direction's delivered bytes at ``since_s``
+    and is updated."""
+    parts = [f"t={until_s:.0f}s"]
+    span = max(until_s - since_s, 1e-9)
+    directions: tuple[Direction, ...] = ("up", "down")
+    for d in directions:
+        s = emulator.stats(d)
+        delivered_kbps = (s.delivered_bytes - delivered_before.get(d, 0)) * 8 / span / 1000
+        delivered_before[d] = s.delivered_bytes
+        capacity = emulator.capacity_bytes(d, since_s, until_s)
+        cap = "unlimited" if capacity is None else f"{capacity * 8 / span / 1000:.0f}"
+        parts.append(f"{d} {delivered_kbps:.0f}/{cap} kbit/s queue {s.queued_packets} "
+                     f"pkt {s.queued_bytes} B outage {'on' if s.no_capacity else 'off'}")
+        if s.dropped_packets or s.lost_packets:
+            parts[-1] += f" dropped {s.dropped_packets} lost {s.lost_packets}"
+    return " | ".join(parts)
+
+
+async def run_emulator(emulator: LinkEmulator, duration_s: float | None,
+                       status_interval_s: float = STATUS_INTERVAL_S) -> None:
+    """Run until ``duration_s`` has passed, SIGINT or SIGTERM; one status line per interval."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    await emulator.start()
+    print(f"emulate: listening on port {emulator.port}, forwarding to "
+          f"{emulator.target[0]}:{emulator.target[1]} ({emulator.protocol})", flush=True)
+    before: dict[Direction, int] = {}
+    last_s = 0.0
+    try:
+        while not stop.is_set():
+            elapsed = emulator.elapsed_s()
+            wake_s = last_s + status_interval_s
+            if duration_s is not None:
+                wake_s = min(wake_s, duration_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, wake_s - elapsed))
+            now_s = emulator.elapsed_s()
+            if now_s - last_s >= 0.5:
+                print(status_line(emulator, last_s, now_s, before), flush=True)
+                last_s = now_s
+            if duration_s is not None and now_s >= duration_s:
+                break
+    finally:
+        await emulator.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """The ``emulate`` command: 0 when stopped by Ctrl-C or --duration, 2 on a bad argument."""
+    try:
+        emulator, duration = emulator_from_args(args)
+    except (EmulatorError, LinkModelError, TraceError, OutageSpecError) as exc:
+        print(f"steadycast emulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"steadycast emulate: cannot read trace: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        print(f"steadycast emulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        asyncio.run(run_emulator(emulator, duration))
+    except OSError as exc:
+        print(f"steadycast emulate: cannot listen on {args.listen} or reach {args.target}: "
+              f"{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.emulator emulate --trace ...`` (the same as ``steadycast``)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.emulator")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

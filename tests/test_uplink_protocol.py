@@ -209,11 +209,10 @@ def test_min_rtt_is_the_lowest_sample_of_the_last_minute() -> None:
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     assert sender.min_rtt_s is None
-    seq = 0
-    for at, rtt in ((1.0, 0.2), (2.0, 0.5), (30.0, 0.4), (70.0, 0.6)):
+    samples = ((1.0, 0.2), (2.0, 0.5), (30.0, 0.4), (70.0, 0.6))
+    for seq, (at, rtt) in enumerate(samples, start=1):
         push(sender, 1, now=at)
         sender.data_to_send(at)
-        seq += 1
         sender.receive(encode(Ack(seq, 1000, 300)), at + rtt)
         if at == 30.0:
             assert sender.min_rtt_s == pytest.approx(0.2)  # 0.2 s is still in the window

@@ -13,9 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import av
-
-from encoder.framecode import read_frame_code_gray
+from benchmarks.platform_viewer import read_frame_codes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,13 +76,8 @@ def get_json(url: str) -> Any:
 
 
 def frame_numbers(path: Path) -> list[int | None]:
-    """The frame code of every decoded video frame of a file (None where there is none)."""
-    out: list[int | None] = []
-    with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            code = read_frame_code_gray(f.to_ndarray(format="gray"))
-            out.append(code.frame_number if code else None)
-    return out
+    """The frame number of every decoded video frame of a file (None where there is none)."""
+    return [code.frame_number if code else None for code in read_frame_codes(path)]
 
 
 def write_relay_config(path: Path, port: int, record_dir: Path, event_log: Path,

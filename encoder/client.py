@@ -11,6 +11,10 @@ feeds the dropout detector, moves the live edge after a long outage, and shows t
 A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S; a refused
 publish (unknown stream, wrong token) is fatal and reported in plain words.
 
+The decisions (the in-flight window, the ABR's Observation, live edge first and dense
+keyframes during an outage) are made by ``encoder.send_policy.SendPolicy``, a sans-I/O class
+the benchmark's simulator drives too; this module feeds it, applies what it decides and logs.
+
 Live edge first: when the media still waiting for the relay is older than the relay's
 buffer (minus ``LIVE_ALLOWANCE_MS`` for the trip), it can no longer be shown live. The
 client then moves the live edge (``UplinkSender.jump_to_live``) to the oldest video keyframe
@@ -34,9 +38,10 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, AckSample, Observation, create
+from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, Observation, create
 from encoder.av_encoder import VIDEO_TRACK_ID, EncodedUnit
 from encoder.capture import CaptureLoop
+from encoder.send_policy import SEND_BATCH_BYTES, STATS_INTERVAL_S, SendPolicy
 from encoder.settings import (
     ACK_TIMEOUT_S,
     AUDIO_KBPS,
@@ -46,24 +51,14 @@ from encoder.settings import (
     EncoderSettings,
 )
 from encoder.status import SenderStatus, status_line
-from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, DropoutStarted
+from monitor.dropout import DropoutEnded, DropoutEvent, DropoutStarted
 from monitor.events import EventLog, iso_utc
 from uplink import Acked, ProtocolError, RemoteBye, UplinkSender, Welcomed
 from uplink.spool import Spool, SpoolFull
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH_BYTES = 256 * 1024
-STATS_INTERVAL_S = 1.0
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-MIN_INFLIGHT_BYTES = 16 * 1024  # the in-flight window never closes below this (0.2 s at 600 kbit/s)
-INFLIGHT_MIN_S = 0.5  # ... and holds at least this long of the measured delivery rate
-INFLIGHT_RTTS = 2.0  # ... or this many base RTTs of it, whichever is longer (the base,
-                     # min_rtt: with srtt a queue in the network would widen the window
-                     # that lets it grow)
-KEYFRAMES_KEPT = 4096  # recent video keyframes remembered as live-edge candidates
-LIVE_ALLOWANCE_MS = 700  # time left for the trip: media older than the relay's buffer
-                         # minus this can no longer be shown live
 RATE_WINDOW_S = 1.0  # sent/acked bitrates on the status line
 STATUS_TTY_INTERVAL_S = 1.0
 STATUS_LOG_INTERVAL_S = 10.0
@@ -121,14 +116,11 @@ class UplinkClient:
                                            start_kbps=s.start_kbps, audio_kbps=AUDIO_KBPS))
         self.target_kbps = s.start_kbps
         self.events = EventLog(s.events_path)
-        self.detector = DropoutDetector()
+        self.policy = SendPolicy(self.sender, VIDEO_TRACK_ID)
+        self.detector = self.policy.detector
         self._status_stream = status_stream if status_stream is not None else sys.stderr
         self._wake = asyncio.Event()
         self._fatal: str | None = None
-        self._acks: list[AckSample] = []
-        self._keyframes: deque[tuple[int, int]] = deque(maxlen=KEYFRAMES_KEPT)  # video
-                                                        # (seq, capture_us), oldest first
-        self._newest_capture_us = 0
         self._sent_rate = _Rate(RATE_WINDOW_S)
         self._acked_rate = _Rate(RATE_WINDOW_S)
         self._status: SenderStatus | None = None
@@ -150,9 +142,8 @@ class UplinkClient:
                 self._fatal = (f"{exc}. The uplink has been down too long for --spool-disk-mb; "
                                "the local --record copy (if any) is complete")
                 break
-            self._newest_capture_us = max(self._newest_capture_us, u.capture_time_us)
+            self.policy.note_unit(seq, u.track_id, u.keyframe, u.capture_time_us)
             if u.track_id == VIDEO_TRACK_ID and u.keyframe:
-                self._keyframes.append((seq, u.capture_time_us))
                 self._maybe_jump_to_live()
         self._wake.set()
 
@@ -162,46 +153,24 @@ class UplinkClient:
 
     # --- decisions --------------------------------------------------------------------------
     def _maybe_jump_to_live(self) -> None:
-        """Move the live edge when older media can no longer be live: to the oldest keyframe
-        whose media can still reach the relay in time."""
-        buffer_ms = self.sender.relay_buffer_ms
-        if buffer_ms is None or not self._keyframes:
-            return
-        in_time_ms = max(0, buffer_ms - LIVE_ALLOWANCE_MS)
-        oldest_us = self._newest_capture_us - in_time_ms * 1000
-        while len(self._keyframes) > 1 and self._keyframes[0][1] < oldest_us:
-            self._keyframes.popleft()  # too old for the live edge, now or later
-        lag_ms = self.sender.live_lag_ms
-        if lag_ms <= in_time_ms:
-            return
-        kf = self._keyframes[0][0]
-        if kf <= self.sender.acked_seq or kf <= self.sender.live_from_seq:
+        """Move the live edge when older media can no longer be live (SendPolicy decides);
+        log and count the jump."""
+        jump = self.policy.live_edge_jump()
+        if jump is None:
             return
         log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
                  "edge moves to seq %d; the rest follows as backfill",
-                 lag_ms / 1000, buffer_ms / 1000, kf)
-        self.sender.jump_to_live(kf)
+                 jump.lag_ms / 1000, jump.buffer_ms / 1000, jump.seq)
         self.live_jumps += 1
-        self.events.write("live_edge_jump", stream=self.settings.stream, seq=kf,
-                          lag_ms=lag_ms)  # the lag that made it jump
+        self.events.write("live_edge_jump", stream=self.settings.stream, seq=jump.seq,
+                          lag_ms=jump.lag_ms)  # the lag that made it jump
 
     def _window_room(self) -> int:
         """Bytes the in-flight window still admits (<= 0: wait for ACKs)."""
-        rate_bps = (self.sender.relay_arrival_kbps or self.target_kbps) * 1000 / 8
-        hold_s = max(INFLIGHT_MIN_S, INFLIGHT_RTTS * (self.sender.min_rtt_s or 0.0))
-        window = max(MIN_INFLIGHT_BYTES, int(rate_bps * hold_s))
-        return window - (self.sender.backlog_bytes - self.sender.unsent_bytes)
+        return self.policy.window_room(self.target_kbps)
 
     def _observe(self) -> Observation:
-        s = self.sender
-        acks, self._acks = tuple(self._acks), []
-        return Observation(
-            connected=s.connected, sent_bytes_total=s.sent_bytes_total,
-            acked_bytes_total=s.acked_bytes_total, backlog_bytes=s.backlog_bytes,
-            backlog_ms=s.live_lag_ms, unsent_bytes=s.unsent_bytes, unsent_ms=s.unsent_ms,
-            srtt_s=s.srtt_s, last_ack_time=s.last_ack_time, relay_buffer_ms=s.relay_buffer_ms,
-            relay_arrival_kbps=s.relay_arrival_kbps, target_kbps=self.target_kbps, acks=acks,
-            backfill_bytes=s.backfill_bytes)
+        return self.policy.observe(self.target_kbps)
 
     def _dropout_events(self, events: list[DropoutEvent]) -> None:
         name = self.settings.stream
@@ -268,11 +237,9 @@ class UplinkClient:
                 self.target_kbps = kbps
                 if self.capture is not None:
                     self.capture.set_target_kbps(kbps)
-            if self.sender.backlog_bytes == 0 and self.sender.connected:
-                self._dropout_events(self.detector.on_media(wall))  # nothing is late
-            self._dropout_events(self.detector.poll(wall))
+            self._dropout_events(self.policy.poll(wall))
             if self.capture is not None:
-                self.capture.set_dense_keyframes(self.detector.current_start is not None)
+                self.capture.set_dense_keyframes(self.policy.dense_keyframes)
             self._maybe_jump_to_live()
             self._status = self._snapshot(mono)
             if not s.quiet and mono >= next_status:
@@ -384,7 +351,7 @@ class UplinkClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             self.sender.connection_lost(time.monotonic())
-            self._dropout_events(self.detector.on_connection_lost(time.time()))
+            self._dropout_events(self.policy.on_connection_lost(time.time()))
             if self._phase == "live":
                 self._phase = "connecting"
             if not ws.closed:
@@ -404,10 +371,8 @@ class UplinkClient:
                     elif isinstance(ev, RemoteBye):
                         log.info("uplink: relay ended the session: %s", ev.reason)
                         return
-                    elif isinstance(ev, Acked) and ev.newly_acked_bytes > 0:
-                        sent_at = None if ev.rtt_s is None else now - ev.rtt_s
-                        self._acks.append(AckSample(now, ev.newly_acked_bytes, sent_at))
-                        self._dropout_events(self.detector.on_media(time.time()))
+                    elif isinstance(ev, Acked):
+                        self._dropout_events(self.policy.on_ack(ev, now, time.time()))
                 self._wake.set()
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                               aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):

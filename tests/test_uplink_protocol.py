@@ -347,6 +347,21 @@ def handshake(link: Link, now: float) -> None:
         link.sender_events += link.sender.receive(data, now)
 
 
+def test_welcome_tells_the_configured_delay_and_acks_the_level_an_outage_drew_down() -> None:
+    # the sender judges what can still be live by the relay's delay, not by its level now
+    link = new_link(buffer_ms=5000)
+    handshake(link, 0.0)
+    assert link.sender.relay_delay_ms == 5000
+    push(link.sender, 3, now=0.1)
+    link.receiver.set_buffer_ms(1800)  # an outage drained the playout buffer
+    link.run(0.1, 1.0)
+    assert link.sender.relay_buffer_ms == 1800
+    assert link.sender.relay_delay_ms == 5000
+    link.drop(1.0)
+    handshake(link, 1.5)  # a reconnect: WELCOME still tells the delay
+    assert link.sender.relay_delay_ms == 5000
+
+
 def test_backfill_jump_sends_live_edge_first_then_older_media_flagged_backfill() -> None:
     link = new_link()
     link.connect(0.0)

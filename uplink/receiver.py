@@ -89,6 +89,7 @@ class UplinkReceiver:
             raise ValueError(f"max_message_bytes {max_message_bytes} not in 1..{MAX_MESSAGE_BYTES}")
         self._buffer_ms = 0
         self.set_buffer_ms(buffer_ms)
+        self._delay_ms = buffer_ms  # the configured playout delay, told in WELCOME
         self._ack_interval_s = ack_interval_s
         self._max_message_bytes = max_message_bytes
         # the session
@@ -186,7 +187,7 @@ class UplinkReceiver:
                     Welcome(
                         resumed=self._resumed,
                         next_seq=self._next_seq,
-                        buffer_ms=self._buffer_ms,
+                        buffer_ms=self._delay_ms,
                     )
                 )
             )
@@ -218,7 +219,9 @@ class UplinkReceiver:
         return encode(Bye(truncate_utf8(reason, MAX_BYE_REASON_BYTES)))
 
     def set_buffer_ms(self, ms: int) -> None:
-        """The playout buffer level, reported in WELCOME and ACKs."""
+        """The playout buffer level now, reported in ACKs (WELCOME tells the configured
+        playout delay given at construction: the sender judges what can still be live by
+        that, not by a level that an outage has drawn down)."""
         if not 0 <= ms <= _U32_MAX:
             raise ValueError(f"buffer_ms {ms} out of range 0..{_U32_MAX}")
         self._buffer_ms = ms

@@ -144,6 +144,7 @@ class UplinkSender:
         self._rtt_mins: deque[tuple[float, float]] = deque()  # (now, rtt_s), increasing rtt
         self._last_ack_time: float | None = None
         self._relay_buffer_ms: int | None = None
+        self._relay_delay_ms: int | None = None
         self._relay_arrival_kbps: int | None = None
 
     # -- inputs from the encoder -------------------------------------------------------------
@@ -459,7 +460,20 @@ class UplinkSender:
 
     @property
     def relay_buffer_ms(self) -> int | None:
+        """The relay's playout buffer level at its last ACK (None before WELCOME)."""
         return self._relay_buffer_ms
+
+    @property
+    def sack_ranges(self) -> int:
+        """How many gaps the relay reported at its last ACK (SACK ranges above its cumulative
+        ACK); a live-edge jump adds one, and the relay refuses more than MAX_SACK_RANGES."""
+        return len(self._known_sack)
+
+    @property
+    def relay_delay_ms(self) -> int | None:
+        """The relay's configured playout delay, from WELCOME (None before it): media older
+        than this can no longer be shown live."""
+        return self._relay_delay_ms
 
     @property
     def relay_arrival_kbps(self) -> int | None:
@@ -498,7 +512,9 @@ class UplinkSender:
         self._requeue_all()
         self._welcomed = True
         self._last_ack_time = now
-        self._relay_buffer_ms = msg.buffer_ms
+        self._relay_delay_ms = msg.buffer_ms
+        if self._relay_buffer_ms is None:
+            self._relay_buffer_ms = msg.buffer_ms  # full until an ACK says otherwise
         first = self._live[0] if self._live else self._backfill[0] if self._backfill else None
         for track_id in sorted(self._tracks):
             seq = self._next_seq if first is None else first

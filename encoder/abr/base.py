@@ -69,7 +69,7 @@ class Observation:
     unsent_ms: int  # capture-time span of the media waiting unsent (OBS's congestion measure)
     srtt_s: float | None  # smoothed RTT (RFC 6298 gain), None before the first sample
     last_ack_time: float | None  # `now` of the last ACK or WELCOME
-    relay_buffer_ms: int | None  # the relay's playout delay, from its ACKs
+    relay_buffer_ms: int | None  # the relay's playout buffer level, from its ACKs
     relay_arrival_kbps: int | None  # the relay's view of the arrival rate, from its ACKs
     target_kbps: int  # the bitrate the encoder is running at now
     acks: tuple[AckSample, ...] = field(default=())

@@ -1,11 +1,12 @@
-# steadycast: `make run` starts the relay on the embedded default config,
+# steadycast: `make demo` shows the whole thing over an emulated rural link in a minute,
+# `make run` starts the relay on the embedded default config,
 # `make test` installs everything the tests need and runs the whole suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint system-deps clean
+.PHONY: install demo run test lint system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+demo: install system-deps
+	$(VENV)/bin/steadycast demo
 
 run: install
 	$(VENV)/bin/steadycast relay

@@ -259,10 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
 
-    from benchmarks import emulator, trace_cli
+    from benchmarks import bench, demo, emulator, trace_cli
 
+    demo.add_parser(sub)
     trace_cli.add_parser(sub)
     emulator.add_parser(sub)
+    bench.add_parser(sub)
     return p
 
 

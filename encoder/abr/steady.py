@@ -39,6 +39,10 @@ Samples across an ACK pause of ``STALL_S`` are discarded: a pause is an outage t
 evidence that the link is slow. Before the first queued sample (start-up) the bitrate climbs
 by ``GAIN_MAX`` over what was delivered until a queue appears.
 
+An encoder that makes less than its target (an easy picture) cannot probe: while the link
+carries less than ``FILLED_SHARE`` of the target, the gain stays at most 1, so the target does
+not float above what the link has shown it carries.
+
 While media skipped by a live-edge jump still waits to be sent (backfill for the relay's
 recording), the gain is at most ``BACKFILL_GAIN``: the live edge leaves a share of the link to
 it, or a controller that fills the link would starve the archive.
@@ -70,6 +74,8 @@ STALL_S = 1.0  # no ACK for this long with media outstanding: the link is out
 STALL_RTTS = 4.0  # ... or for this many smoothed RTTs, whichever is longer
 OUTAGE_SHARE = 0.3  # audio + video during an outage, as a share of the link estimate
 BACKFILL_GAIN = 0.85  # while backfill waits, leave this much of the link to it
+FILLED_SHARE = 0.9  # probe above the estimate only while the link carries this share of
+                    # the target (an encoder under its target cannot probe, only float)
 SWITCH_SHARE = 0.05  # tell the encoder only of changes larger than this share
 
 
@@ -130,6 +136,8 @@ class SteadyController(AbrController):
             self._state = "drain" if gain < 0.9 else "probe" if gain > 1.1 else "steady"
             if obs.backfill_bytes > 0:
                 gain = min(gain, BACKFILL_GAIN)
+            if rate is not None and rate < FILLED_SHARE * (self._out + audio):
+                gain = min(gain, 1.0)  # the encoder makes less than asked: no probing
             if now - self._base_seen_at > BASE_RTT_REFRESH_S:
                 self._base_seen_at = now
                 self._refresh_until = now + REFRESH_S

@@ -22,18 +22,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from benchmarks.local_services import free_port
+
 NGINX_MODULES_DIR = Path("/usr/lib/nginx/modules")
 RTMP_MODULE = NGINX_MODULES_DIR / "ngx_rtmp_module.so"
 STREAM_MODULE = NGINX_MODULES_DIR / "ngx_stream_module.so"
 
 _ACCESS_FORMAT = "$command|$app|$name|$remote_addr|$bytes_received|$session_time|$msec"
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nginx_binary() -> str | None:

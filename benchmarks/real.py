@@ -54,7 +54,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -69,7 +68,8 @@ from typing import Any, TypeVar
 from benchmarks import direct_rtmp
 from benchmarks.direct_rtmp import DirectRtmpSummary
 from benchmarks.emulator import LinkEmulator, LinkSpec
-from benchmarks.nginx_platform import NginxRtmp, free_port, missing_nginx_rtmp
+from benchmarks.local_services import free_port, stop_process
+from benchmarks.nginx_platform import NginxRtmp, missing_nginx_rtmp
 from benchmarks.outages import overlay_outages, unavoidable_interruption_s
 from benchmarks.platform_viewer import PlatformViewer, ViewingStats, read_frame_codes, score_viewing
 from benchmarks.results import RunResult, qoe_score
@@ -97,7 +97,6 @@ DRAIN_TIMEOUT_S = 60.0  # after the capture ends: the encoder's backlog upload
 DIRECT_END_TIMEOUT_S = 30.0  # after the capture ends: the pusher's last flush
 PLAYOUT_END_MARGIN_S = 15.0  # beyond buffer_ms: the relay plays its buffer out and closes
 VIEWER_TAIL_S = 1.5  # the viewer keeps watching this long after the platform session ended
-STOP_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 1.0
 LOG_TAIL_CHARS = 3000
 
@@ -261,18 +260,6 @@ def _log_tail(path: Path) -> str:
         return ""
 
 
-def _stop_process(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """SIGINT, then SIGKILL if it has not ended within ``timeout_s``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def _get(url: str) -> bytes | None:
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as r:
@@ -409,7 +396,7 @@ def run_real(trace: Trace, abr: str, *, duration_s: float = 60, buffer_ms: int =
                 relay = subprocess.Popen(
                     [sys.executable, "-m", "steadycast.cli", "relay", "--config", str(config)],
                     stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-            stack.callback(_stop_process, relay)
+            stack.callback(stop_process, relay)
             _wait_healthy(relay, relay_port, relay_log)
             target = ("127.0.0.1", relay_port)
         uplink = LinkSpec(trace=trace, delay_ms=delay_ms, outages=tuple(outages), seed=seed)
@@ -431,7 +418,7 @@ def run_real(trace: Trace, abr: str, *, duration_s: float = 60, buffer_ms: int =
                                     duration_s=duration_s, start_kbps=start_kbps,
                                     resolution=resolution, fps=fps, metrics_port=metrics_port)
             say(f"encoding with --abr {abr} at {start_kbps} kbit/s to start ({duration_s:g} s)")
-        stack.callback(_stop_process, sender)
+        stack.callback(stop_process, sender)
         grace_s = DIRECT_END_TIMEOUT_S if direct else DRAIN_TIMEOUT_S
         end_by = time.monotonic() + duration_s + grace_s
         next_sample = time.monotonic()
@@ -451,7 +438,7 @@ def run_real(trace: Trace, abr: str, *, duration_s: float = 60, buffer_ms: int =
             run.notes.append(f"the sender had not finished {grace_s:g} s after the capture's "
                              "end and was stopped")
             say("the sender did not finish in time; stopping it")
-            _stop_process(sender)
+            stop_process(sender)
         run.delivered_per_s = emulator.call(
             lambda: emulator.emulator.stats("up").delivered_bytes_per_s)
         if direct:

@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.local_services import free_port
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN = "bench-token-000000"
 
@@ -29,14 +31,6 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / CLK_TCK
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from benchmarks.local_services import stop_process as stop_process  # the tests' stop rule
 from benchmarks.platform_viewer import read_frame_codes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,16 +58,6 @@ def frames_captured(summary: str) -> int:
     m = re.search(r"frames_captured=(\d+)", summary)
     assert m, f"no encoder summary in {summary!r}"
     return int(m.group(1))
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def get_json(url: str) -> Any:

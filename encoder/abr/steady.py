@@ -103,10 +103,6 @@ class SteadyController(AbrController):
         """The link estimate (audio + video kbit/s), None before the first queued sample."""
         return self._estimate_kbps
 
-    @property
-    def standing_queue_ms(self) -> float:
-        return self._queue[0][1] if self._queue else 0.0
-
     def describe(self) -> str:
         return self._state
 

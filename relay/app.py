@@ -22,6 +22,7 @@ from aiohttp import web
 from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
+from monitor.store import MonitorStore
 from relay.settings import RelaySettings
 from relay.stream import StreamRuntime
 
@@ -39,6 +40,7 @@ class Relay:
         self.settings = settings
         self.metrics = RelayMetrics()
         self.events = EventLog(settings.event_log)
+        self.store = MonitorStore(settings.monitor_db)
         for secret in settings.secrets():
             REDACTOR.add(secret)
         self.streams = {s.name: StreamRuntime(s, settings, self.metrics, self.events)
@@ -54,6 +56,7 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await asyncio.gather(*(s.close() for s in self.streams.values()))
+        self.store.close()
 
     async def _tick_forever(self) -> None:
         while True:

@@ -74,6 +74,9 @@ class RelaySettings:
     state_dir: Path = Path("state")
     record_dir: Path = Path("recordings")
     event_log: Path = Path("events.jsonl")
+    monitor_db: Path = Path("monitor.db")  # SQLite: dropouts and probe results
+    dashboard_password: str = field(default="", repr=False)  # secret; "" = /dashboard off
+    probe_token: str = field(default="", repr=False)  # secret; "" = publish tokens only
     grace_s: float = GRACE_S_DEFAULT
     max_message_bytes: int = 4 * 1024 * 1024
     output: OutputProfile = OutputProfile()
@@ -87,7 +90,7 @@ class RelaySettings:
 
     def secrets(self) -> list[str]:
         """Every secret in these settings, for the log redactor."""
-        out: list[str] = []
+        out: list[str] = [self.dashboard_password, self.probe_token]
         for s in self.streams:
             out.append(s.token)
             out.extend(d.key for d in s.destinations)

@@ -389,6 +389,8 @@ class _Secret(_Field):
         except ConfigError as e:
             raise _Invalid("; ".join(p.message for p in e.problems)) from None
         parser.secrets.append(secret)
+        if not secret and not self.required:
+            return ""  # an optional secret left unset ("env:NAME:-")
         if len(secret) < self.min_chars:
             raise _Invalid(
                 f"{mask_secret(secret)} is too short ({len(secret)} characters); "
@@ -542,6 +544,9 @@ RELAY_FIELDS: dict[str, _Field] = {
     "state_dir": _Path("state"),
     "record_dir": _Path("recordings"),
     "event_log": _Path("events.jsonl"),
+    "monitor_db": _Path("monitor.db"),
+    "dashboard_password": _Secret(required=False, min_chars=TOKEN_MIN_CHARS),
+    "probe_token": _Secret(required=False, min_chars=TOKEN_MIN_CHARS),
     "grace_s": _Float(GRACE_S_DEFAULT, 0, 86400, "seconds"),
     "max_message_bytes": _Int(4 * 1024 * 1024, 64 * 1024, 64 * 1024 * 1024, "bytes"),
 }
@@ -656,6 +661,9 @@ class _Parser:
             state_dir=relay["state_dir"],
             record_dir=relay["record_dir"],
             event_log=relay["event_log"],
+            monitor_db=relay["monitor_db"],
+            dashboard_password=relay["dashboard_password"],
+            probe_token=relay["probe_token"],
             grace_s=relay["grace_s"],
             max_message_bytes=relay["max_message_bytes"],
             output=OutputProfile(**output),

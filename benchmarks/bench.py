@@ -296,7 +296,8 @@ def _duration(args: argparse.Namespace) -> float:
 
 
 # --- command line ---------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0 (also used by ``steadycast dropouts``)."""
     try:
         value = int(text)
     except ValueError:
@@ -341,7 +342,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=MODES, default="sim",
                    help="sim: the simulator, faster than real time (default); real: encoder, "
                         "link emulator, relay and an nginx-rtmp platform in real time")
-    p.add_argument("--buffer-ms", type=_positive_int, default=BUFFER_MS, metavar="MS",
+    p.add_argument("--buffer-ms", type=positive_int, default=BUFFER_MS, metavar="MS",
                    help=f"the relay's playout delay D (default {BUFFER_MS})")
     p.add_argument("--outages", default="default", metavar="SPEC",
                    help="outage overlay (default: default); see below")
@@ -352,13 +353,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{REAL_DURATION_S:g} real)")
     p.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
                    help="seed of the outage overlay and the runs (default 0)")
-    p.add_argument("--start-kbps", type=_positive_int, default=START_KBPS, metavar="KBPS",
+    p.add_argument("--start-kbps", type=positive_int, default=START_KBPS, metavar="KBPS",
                    help=f"every controller's starting video bitrate (default {START_KBPS})")
     p.add_argument("--delay-ms", type=_non_negative_int, default=DELAY_MS, metavar="MS",
                    help=f"one-way link delay (default {DELAY_MS})")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="where to write results.json, report.md and the plots")
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                    help="simulated runs at once, in a process pool (default 1; real runs "
                         "always one at a time)")
     p.set_defaults(func=cmd_bench)

@@ -116,8 +116,9 @@ class MonitorStore:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
                 self._check_version()
-        except sqlite3.Error as e:
-            raise StoreError(f"monitor database {self.path}: {e}") from None
+        except (sqlite3.Error, OSError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise StoreError(f"monitor database {self.path}: {reason}") from None
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT version FROM schema_version").fetchone()

@@ -6,6 +6,8 @@ Routes:
 - ``GET /api/streams``: JSON status of every stream.
 - ``GET /metrics``: Prometheus text format.
 - ``GET /healthz``: ``ok``.
+- ``GET /dashboard``, ``GET /dashboard/api``: the read-only dashboard (relay/dashboard.py).
+- ``GET /probe`` (WebSocket), ``POST``/``GET /api/probes``: the connection check (relay/probe.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
+from relay import dashboard, probe
 from relay.settings import RelaySettings
 from relay.stream import StreamRuntime
 
@@ -43,7 +46,7 @@ class Relay:
         self.store = MonitorStore(settings.monitor_db)
         for secret in settings.secrets():
             REDACTOR.add(secret)
-        self.streams = {s.name: StreamRuntime(s, settings, self.metrics, self.events)
+        self.streams = {s.name: StreamRuntime(s, settings, self.metrics, self.events, self.store)
                         for s in settings.streams}
         self._ticker: asyncio.Task[None] | None = None
 
@@ -142,8 +145,16 @@ def build_app(settings: RelaySettings) -> web.Application:
         await relay.close()
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def shutting_down(app: web.Application) -> None:
+        for s in relay.streams.values():
+            s.begin_shutdown()  # what the shutdown does to the ingest is no dropout
+
+    app.on_shutdown.append(shutting_down)
     app.router.add_get("/ingest/{stream}", ingest)
     app.router.add_get("/api/streams", streams_api)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    dashboard.add_routes(app)  # /dashboard, /dashboard/api (behind dashboard_password)
+    probe.add_routes(app)  # /probe, /api/probes (probe_token or a publish token)
     return app

@@ -4,6 +4,16 @@ A destination never slows the stream or the other destinations: ``offer`` never 
 when the queue holds more than ``queue_s`` of media the oldest packets are dropped and the
 session resumes at the next keyframe. Reconnects back off from ``retry_first_s`` doubling
 to at most ``retry_max_s``. Every session's timestamps start at zero.
+
+Each destination has a ``DropoutDetector`` fed from its own thread: a successful write to
+the platform is "media", a failed connection or write is "connection lost". A destination
+dropout therefore starts at the last write the platform took before the failure (a write
+that blocks until ``io_timeout_s`` has not reached the platform either) and ends at the
+first write of the next session. A destination that never connected has no dropouts (its
+state and ``last_error`` say why). Dropouts go to the event log
+(``destination_dropout_started``, ``destination_outage``) and to the monitor store with
+scope ``destination:<name>``; one still open when the destination stops is closed then
+(cause ``relay_stopped`` when the relay is shutting down).
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from enum import StrEnum
@@ -18,9 +29,11 @@ from typing import Any
 
 import av
 
-from monitor.events import EventLog
+from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, DropoutStarted
+from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
+from monitor.store import KIND_DROPOUT, MonitorStore
 from relay.settings import DestinationSettings
 from relay.transcode import OutPacket
 
@@ -37,6 +50,47 @@ class DestinationState(StrEnum):
     STOPPED = "stopped"
 
 
+class DropoutJournal:
+    """One scope's dropouts (and low-throughput episodes) kept in the monitor store.
+
+    A row is written when one starts (end NULL) and closed when it ends, so a crash leaves
+    it open rather than lost. A store that fails (disk full, locked, closed) is logged and
+    never stops the media. One owner (thread or event loop) calls it per scope;
+    MonitorStore itself is shared and thread-safe. ``store=None`` keeps nothing.
+    """
+
+    def __init__(self, store: MonitorStore | None, stream: str, scope: str) -> None:
+        self.store = store
+        self.stream = stream
+        self.scope = scope
+        self._open: dict[str, int | None] = {}  # kind -> open row id (None: insert failed)
+
+    def started(self, kind: str, cause: str, start_s: float) -> None:
+        row_id: int | None = None
+        if self.store is not None:
+            try:
+                row_id = self.store.dropout_started(self.stream, self.scope, kind, cause, start_s)
+            except sqlite3.Error as exc:
+                self._failed(exc)
+        self._open[kind] = row_id
+
+    def ended(self, kind: str, start_s: float, end_s: float, cause: str) -> None:
+        row_id = self._open.pop(kind, None)
+        if self.store is None:
+            return
+        try:
+            if row_id is None:  # its start was not written: write it whole
+                self.store.add_dropout(self.stream, self.scope, kind, cause, start_s, end_s)
+            else:
+                self.store.dropout_ended(row_id, end_s, cause)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        log.warning("stream %s: %s dropout not kept in the monitor database: %s", self.stream,
+                    self.scope, exc)
+
+
 def next_backoff_s(previous_s: float | None, first_s: float, max_s: float) -> float:
     """Capped exponential backoff: first_s, 2×, 4×, ... never above max_s."""
     if previous_s is None:
@@ -47,7 +101,7 @@ def next_backoff_s(previous_s: float | None, first_s: float, max_s: float) -> fl
 class Destination:
     def __init__(self, stream: str, settings: DestinationSettings, video_template: Any,
                  audio_template: Any, metrics: RelayMetrics | None = None,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None, store: MonitorStore | None = None) -> None:
         self.stream = stream
         self.settings = settings
         self._video_template = video_template
@@ -66,6 +120,11 @@ class Destination:
         self.bytes_sent = 0
         self.last_error = ""
         self._labels = (stream, settings.name)
+        # touched only by the destination's thread
+        self.detector = DropoutDetector()
+        self._journal = DropoutJournal(store, stream, f"destination:{settings.name}")
+        self._last_write_s: float | None = None
+        self._end_cause: str | None = None  # replaces the cause of a dropout open at stop
         self._thread = threading.Thread(target=self._run, name=f"dest-{stream}-{settings.name}",
                                         daemon=True)
 
@@ -84,9 +143,13 @@ class Destination:
                 self._count_dropped(dropped)
             self._cond.notify()
 
-    def stop(self, drain: bool = False, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-        """End the platform session. With drain, send what is queued first (a clean end)."""
+    def stop(self, drain: bool = False, timeout_s: float = DRAIN_TIMEOUT_S,
+             end_cause: str | None = None) -> None:
+        """End the platform session. With drain, send what is queued first (a clean end).
+        A dropout still open is closed now, with ``end_cause`` as its cause when given."""
         with self._cond:
+            if not self._stop:
+                self._end_cause = end_cause
             self._stop = True
             self._drain = drain
             self._cond.notify()
@@ -111,6 +174,26 @@ class Destination:
         self.dropped_packets += n
         if self._metrics is not None and n:
             self._metrics.dest_dropped.labels(*self._labels).inc(n)
+
+    def _dropout_events(self, events: list[DropoutEvent], end_cause: str | None = None) -> None:
+        name = self.settings.name
+        for ev in events:
+            if isinstance(ev, DropoutStarted):
+                self._journal.started(KIND_DROPOUT, ev.cause.value, ev.start)
+                if self._events is not None:
+                    self._events.write("destination_dropout_started", stream=self.stream,
+                                       destination=name, start=iso_utc(ev.start),
+                                       cause=ev.cause.value)
+            elif isinstance(ev, DropoutEnded):
+                cause = end_cause or ev.cause.value
+                self._journal.ended(KIND_DROPOUT, ev.start, ev.end, cause)
+                log.warning("destination %s/%s: dropout ended after %.2f s (%s)", self.stream,
+                            name, ev.duration_s, cause)
+                if self._events is not None:
+                    self._events.write("destination_outage", stream=self.stream,
+                                       destination=name, start=iso_utc(ev.start),
+                                       end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
+                                       cause=cause)
 
     def _set_state(self, state: DestinationState) -> None:
         self.state = state
@@ -180,6 +263,9 @@ class Destination:
                 break
             except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
                 self.last_error = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
+                # the platform has had nothing since the last write that went through
+                self._dropout_events(self.detector.on_connection_lost(
+                    self._last_write_s if self._last_write_s is not None else time.time()))
                 was_connected = self.state == DestinationState.CONNECTED
                 self._set_state(DestinationState.BACKOFF)
                 if container is not None:
@@ -197,6 +283,7 @@ class Destination:
                 log.warning("destination %s/%s: %s; retry in %.1f s", self.stream,
                             self.settings.name, self.last_error, backoff)
                 self._sleep(backoff)
+        self._dropout_events(self.detector.stop(time.time()), self._end_cause)
         self._set_state(DestinationState.STOPPED)
 
     def _push(self, container: Any, vs: Any, as_: Any, first: OutPacket) -> None:
@@ -211,4 +298,6 @@ class Destination:
                 container.mux(p)
                 self.packets_sent += 1
                 self.bytes_sent += len(pkt.data)
+                self._last_write_s = time.time()
+                self._dropout_events(self.detector.on_media(self._last_write_s))
             pkt = self._next_packet()

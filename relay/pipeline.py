@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.dropout import CAUSE_RELAY_STOPPED
 from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from relay.destination import Destination
@@ -58,6 +59,7 @@ class StreamPipeline:
                                           "on_air": False, "destinations": []}
         self.destinations: list[Destination] = []
         self.finished = threading.Event()
+        self._relay_stopping = False
         self._thread = threading.Thread(target=self._run_guarded, name=f"pipe-{settings.name}",
                                         daemon=True)
         self._thread.start()
@@ -78,6 +80,7 @@ class StreamPipeline:
 
     def stop(self) -> None:
         """Relay shutdown: close everything now."""
+        self._relay_stopping = True
         self._inbox.put(("stop", None))
         self._thread.join(15)
 
@@ -98,8 +101,9 @@ class StreamPipeline:
         except Exception:
             log.exception("stream %s: output pipeline failed", self.settings.name)
         finally:
+            end_cause = CAUSE_RELAY_STOPPED if self._relay_stopping else None
             for d in self.destinations:
-                d.stop()
+                d.stop(end_cause=end_cause)
             self.finished.set()
 
     def _run(self) -> None:

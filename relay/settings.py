@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monitor.dropout import LOW_THROUGHPUT_S_DEFAULT, LOW_THROUGHPUT_SHARE_DEFAULT
+
 BUFFER_MS_DEFAULT = 5000
 HOLD_S_DEFAULT = 600.0
 GRACE_S_DEFAULT = 600.0
 FREEZE_MS_DEFAULT = 500
+DROPOUT_MS_DEFAULT = 500  # no media for this long is an ingest dropout
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class RelaySettings:
     dashboard_password: str = field(default="", repr=False)  # secret; "" = /dashboard off
     probe_token: str = field(default="", repr=False)  # secret; "" = publish tokens only
     grace_s: float = GRACE_S_DEFAULT
+    dropout_ms: int = DROPOUT_MS_DEFAULT
+    low_throughput_share: float = LOW_THROUGHPUT_SHARE_DEFAULT  # of the stream's bitrate
+    low_throughput_s: float = LOW_THROUGHPUT_S_DEFAULT  # below the share this long
     max_message_bytes: int = 4 * 1024 * 1024
     output: OutputProfile = OutputProfile()
     streams: tuple[StreamSettings, ...] = ()

@@ -3,7 +3,9 @@
 A sans-I/O state machine: the caller passes ``now`` (monotonic seconds) and whether a new
 decoded live frame arrived since the previous tick.
 
-* LIVE: a new live frame arrived this tick.
+* LIVE: a new live frame arrived this tick, or the last one is at most ``LIVE_FRAME_GAP_S``
+  (or half of ``freeze_s``, if less) old: a sender at a lower frame rate than the output's
+  leaves ticks without a new frame, and repeating its frame is its live video, not a freeze.
 * FREEZE: no new frame, but the last live frame is at most ``freeze_s`` old: repeat it.
 * SLATE: otherwise, including before the first live frame.
 
@@ -20,6 +22,7 @@ from enum import StrEnum
 from relay.settings import FREEZE_MS_DEFAULT, HOLD_S_DEFAULT
 
 FREEZE_S_DEFAULT = FREEZE_MS_DEFAULT / 1000.0
+LIVE_FRAME_GAP_S = 0.25  # a frame this recent is still live video: input down to 4 fps
 
 
 class OutputSource(StrEnum):
@@ -62,6 +65,9 @@ class SourceSelector:
         if new_live_frame:
             self._last_live_s = now
             self._hold_armed = True
+            source = OutputSource.LIVE
+        elif self._last_live_s is not None and now - self._last_live_s <= min(
+                LIVE_FRAME_GAP_S, self._freeze_s / 2):
             source = OutputSource.LIVE
         elif self._last_live_s is not None and now - self._last_live_s <= self._freeze_s:
             source = OutputSource.FREEZE

@@ -2,6 +2,12 @@
 
 This is asyncio glue: it moves bytes between the WebSocket and the sans-I/O
 ``UplinkReceiver`` and hands what arrives to the recorder and the pipeline threads.
+
+Ingest dropouts (``DropoutDetector``, ``[relay] dropout_ms``) and low-throughput episodes
+(``LowThroughputDetector``, ``low_throughput_share`` and ``low_throughput_s``) go to the
+event log and to the monitor store (scope ``ingest``): a row when one starts, closed when
+it ends. One still open when the relay stops is closed at the stop with cause
+``relay_stopped``; the relay's own shutdown of the connection is not a dropout.
 """
 
 from __future__ import annotations
@@ -15,10 +21,21 @@ from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, DropoutStarted
+from monitor.dropout import (
+    CAUSE_RELAY_STOPPED,
+    DropoutDetector,
+    DropoutEnded,
+    DropoutEvent,
+    DropoutStarted,
+    LowThroughputDetector,
+    LowThroughputEnded,
+    LowThroughputEvent,
+    LowThroughputStarted,
+)
 from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
-from relay.destination import Destination
+from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, MonitorStore
+from relay.destination import Destination, DropoutJournal
 from relay.pipeline import StreamPipeline
 from relay.playout import AccessUnit
 from relay.recording import Recorder
@@ -40,15 +57,20 @@ log = logging.getLogger(__name__)
 
 class StreamRuntime:
     def __init__(self, settings: StreamSettings, relay: RelaySettings, metrics: RelayMetrics,
-                 events: EventLog) -> None:
+                 events: EventLog, store: MonitorStore | None = None) -> None:
         self.settings = settings
         self.relay = relay
         self.metrics = metrics
         self.events = events
+        self.store = store
         self.receiver: UplinkReceiver | None = None
         self.pipeline: StreamPipeline | None = None
         self.recorder: Recorder | None = None
-        self.detector = DropoutDetector()
+        self.detector = DropoutDetector(threshold_s=relay.dropout_ms / 1000)
+        self.low_throughput = LowThroughputDetector(share=relay.low_throughput_share,
+                                                    min_s=relay.low_throughput_s)
+        self.journal = DropoutJournal(store, settings.name, "ingest")
+        self.stopping = False  # the relay is shutting down: a lost connection is no dropout
         self.ws: web.WebSocketResponse | None = None
         self._conn_lock = asyncio.Lock()
         self._time_bases: dict[int, Fraction] = {}
@@ -82,6 +104,7 @@ class StreamRuntime:
             "connections": self.connections,
             "dropouts": self.dropouts,
             "in_dropout": self.detector.in_dropout,
+            "in_low_throughput": self.low_throughput.in_episode,
             "sender": self.last_stats,
             "buffer_ms": 0,
             "output_source": "offline",
@@ -121,12 +144,15 @@ class StreamRuntime:
             self.connected_since = time.time()
             try:
                 await self._read_loop(ws, receiver, peer)
+            except asyncio.CancelledError:
+                self.stopping = True  # the server cancels handlers only when it shuts down
+                raise
             finally:
                 receiver.connection_lost(time.monotonic())
                 self.ws = None
                 self.disconnected_at = time.time()
                 self.metrics.ingest_connected.labels(self.settings.name).set(0)
-                if not self.ended:
+                if not self.ended and not self.stopping:
                     self._dropout_events(self.detector.on_connection_lost(time.time()))
 
     async def _read_loop(self, ws: web.WebSocketResponse, receiver: UplinkReceiver,
@@ -184,8 +210,9 @@ class StreamRuntime:
                 self._time_bases.clear()
                 self._video_tracks.clear()
                 self._ensure_outputs()
-                assert self.recorder is not None and self.pipeline is not None
-                self.recorder.new_session(ev.session_id)
+                assert self.pipeline is not None
+                if self.recorder is not None:  # None with record = false
+                    self.recorder.new_session(ev.session_id)
                 self.pipeline.new_timeline()
             else:
                 log.info("stream %s: sender session %s resumed at seq %d", name,
@@ -196,14 +223,18 @@ class StreamRuntime:
             self._time_bases[t.track_id] = Fraction(t.time_base_num, t.time_base_den)
             if t.kind == TrackKind.VIDEO:
                 self._video_tracks.add(t.track_id)
-            if ev.changed and self.recorder is not None and self.pipeline is not None:
-                self.recorder.track(t, changed=True)
-                self.pipeline.configure(t)
+            if ev.changed:
+                if self.recorder is not None:
+                    self.recorder.track(t, changed=True)
+                if self.pipeline is not None:
+                    self.pipeline.configure(t)
         elif isinstance(ev, MediaReceived):
             m = ev.media
             tb = self._time_bases[m.track_id]
             self.metrics.ingest_bytes.labels(name).inc(len(m.payload))
-            self._dropout_events(self.detector.on_media(time.time()))
+            now = time.time()
+            self._dropout_events(self.detector.on_media(now))
+            self.low_throughput.on_media(now, len(m.payload))
             if self.recorder is not None:
                 # every seq below the receiver's next_seq has arrived or never will
                 self.recorder.media(m, received_below=(
@@ -217,10 +248,11 @@ class StreamRuntime:
             st = ev.stats
             self.last_stats = {"backlog_bytes": st.backlog_bytes, "backlog_ms": st.backlog_ms,
                                "target_kbps": st.target_kbps}
+            self.low_throughput.on_sender_stats(st.target_kbps, st.backlog_ms)
         elif isinstance(ev, SessionEnded):
             log.info("stream %s: sender ended the stream (%s)", name, ev.reason or "no reason")
             self.events.write("session_ended", stream=name, reason=ev.reason)
-            self._dropout_events(self.detector.stop(time.time()))
+            self._stop_detectors(time.time())
             self.ended = True
             if self.pipeline is not None:
                 self.pipeline.end()
@@ -237,29 +269,64 @@ class StreamRuntime:
 
     def _make_destinations(self, video_template: Any, audio_template: Any) -> list[Destination]:
         return [Destination(self.settings.name, d, video_template, audio_template, self.metrics,
-                            self.events) for d in self.settings.destinations]
+                            self.events, self.store) for d in self.settings.destinations]
 
-    def _dropout_events(self, events: list[DropoutEvent]) -> None:
+    def _stop_detectors(self, now: float, end_cause: str | None = None) -> None:
+        """A clean end (or the relay stopping): close what is open, disarm both detectors."""
+        self._dropout_events(self.detector.stop(now), end_cause)
+        self._low_throughput_events(self.low_throughput.stop(now), end_cause)
+
+    def _dropout_events(self, events: list[DropoutEvent], end_cause: str | None = None) -> None:
         name = self.settings.name
         for ev in events:
             if isinstance(ev, DropoutStarted):
+                # no low-throughput episode while a dropout is open
+                self._low_throughput_events(self.low_throughput.dropout_started(ev.start))
                 log.warning("stream %s: ingest dropout started (%s)", name, ev.cause.value)
                 self.events.write("ingest_dropout_started", stream=name, start=iso_utc(ev.start),
                                   cause=ev.cause.value)
+                self.journal.started(KIND_DROPOUT, ev.cause.value, ev.start)
             elif isinstance(ev, DropoutEnded):
+                self.low_throughput.dropout_ended(ev.end)
+                cause = end_cause or ev.cause.value
                 self.dropouts += 1
                 self.metrics.dropouts.labels(name, ev.cause.value).inc()
                 self.metrics.dropout_seconds.labels(name).inc(ev.duration_s)
                 log.warning("stream %s: ingest dropout ended after %.2f s (%s)", name,
-                            ev.duration_s, ev.cause.value)
+                            ev.duration_s, cause)
                 self.events.write("ingest_outage", stream=name, start=iso_utc(ev.start),
                                   end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
-                                  cause=ev.cause.value)
+                                  cause=cause)
+                self.journal.ended(KIND_DROPOUT, ev.start, ev.end, cause)
+
+    def _low_throughput_events(self, events: list[LowThroughputEvent],
+                               end_cause: str | None = None) -> None:
+        name = self.settings.name
+        for ev in events:
+            if isinstance(ev, LowThroughputStarted):
+                log.warning("stream %s: low throughput: %.0f kbit/s arriving, the stream's "
+                            "bitrate is %.0f (%s)", name, ev.rate_kbps, ev.reference_kbps,
+                            ev.cause.value)
+                self.events.write("ingest_low_throughput_started", stream=name,
+                                  start=iso_utc(ev.start), cause=ev.cause.value,
+                                  rate_kbps=round(ev.rate_kbps),
+                                  reference_kbps=round(ev.reference_kbps))
+                self.journal.started(KIND_LOW_THROUGHPUT, ev.cause.value, ev.start)
+            elif isinstance(ev, LowThroughputEnded):
+                cause = end_cause or ev.cause.value
+                log.warning("stream %s: low throughput ended after %.1f s (%s)", name,
+                            ev.duration_s, cause)
+                self.events.write("ingest_low_throughput", stream=name, start=iso_utc(ev.start),
+                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
+                                  cause=cause)
+                self.journal.ended(KIND_LOW_THROUGHPUT, ev.start, ev.end, cause)
 
     # --- housekeeping, every TICK_S from the app -------------------------------------
     async def tick(self) -> None:
         now = time.time()
-        self._dropout_events(self.detector.poll(now))
+        if not self.stopping:
+            self._dropout_events(self.detector.poll(now))
+            self._low_throughput_events(self.low_throughput.poll(now))
         r = self.receiver
         if r is not None:
             self.metrics.ingest_kbps.labels(self.settings.name).set(r.arrival_kbps)
@@ -272,15 +339,22 @@ class StreamRuntime:
                             self.settings.name, now - self.disconnected_at)
                 self.events.write("session_expired", stream=self.settings.name,
                                   grace_s=self.relay.grace_s)
-                self._dropout_events(self.detector.stop(now))
+                self._stop_detectors(now)
                 self.receiver = None
                 if self.recorder is not None:
                     self.recorder.close(wait=False)
                     self.recorder = None
 
+    def begin_shutdown(self) -> None:
+        """The relay is shutting down (SIGINT): from now on the server stops reading and then
+        drops the ingest connection; neither is a dropout."""
+        self.stopping = True
+
     async def close(self) -> None:
+        self.stopping = True
         if self.ws is not None:
             await self.ws.close(code=CloseCode.GOING_AWAY, message=b"relay shutting down")
+        self._stop_detectors(time.time(), CAUSE_RELAY_STOPPED)
         loop = asyncio.get_running_loop()
         if self.pipeline is not None:
             await loop.run_in_executor(None, self.pipeline.stop)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need (a real RTMP server, ffmpeg, iperf3) when missing.
+# Installs the Debian packages the tests need (a real RTMP server, ffmpeg, iperf3, chromium) when
+# missing.
 set -euo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
@@ -8,6 +9,7 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)  # the link emulator's fidelity test
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the dashboard's browser test
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

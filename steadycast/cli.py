@@ -58,9 +58,17 @@ def cmd_relay(args: argparse.Namespace) -> int:
         settings = replace(settings, host=host.strip("[]"), port=int(port))
     ssl_ctx = server_ssl_context(settings.tls, settings.state_dir, settings.host)
     scheme = "https" if ssl_ctx else "http"
+    from monitor.store import StoreError
+
+    try:
+        app = build_app(settings)
+    except StoreError as exc:
+        print(f"steadycast relay: cannot open the monitor database, not starting: {exc}; set "
+              "[relay] monitor_db to a writable path", file=sys.stderr)
+        return EXIT_USAGE
     log.info("relay listening on %s://%s:%d with %d stream(s): %s", scheme, settings.host,
              settings.port, len(settings.streams), ", ".join(s.name for s in settings.streams))
-    web.run_app(build_app(settings), host=settings.host, port=settings.port, ssl_context=ssl_ctx,
+    web.run_app(app, host=settings.host, port=settings.port, ssl_context=ssl_ctx,
                 print=None, access_log=None, shutdown_timeout=5)
     return 0
 
@@ -260,11 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_encode)
 
     from benchmarks import bench, demo, emulator, trace_cli
+    from steadycast import probe_cli
 
     demo.add_parser(sub)
     trace_cli.add_parser(sub)
     emulator.add_parser(sub)
     bench.add_parser(sub)
+    probe_cli.add_parser(sub)
+    from steadycast import dropouts_cli
+
+    dropouts_cli.add_parser(sub)
     return p
 
 

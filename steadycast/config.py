@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from monitor.dropout import LOW_THROUGHPUT_S_DEFAULT, LOW_THROUGHPUT_SHARE_DEFAULT
 from monitor.redact import Redactor, mask_secret
 from relay.settings import (
     BUFFER_MS_DEFAULT,
+    DROPOUT_MS_DEFAULT,
     FREEZE_MS_DEFAULT,
     GRACE_S_DEFAULT,
     HOLD_S_DEFAULT,
@@ -548,6 +550,11 @@ RELAY_FIELDS: dict[str, _Field] = {
     "dashboard_password": _Secret(required=False, min_chars=TOKEN_MIN_CHARS),
     "probe_token": _Secret(required=False, min_chars=TOKEN_MIN_CHARS),
     "grace_s": _Float(GRACE_S_DEFAULT, 0, 86400, "seconds"),
+    "dropout_ms": _Int(DROPOUT_MS_DEFAULT, 100, 60000, "milliseconds"),
+    "low_throughput_share": _Float(
+        LOW_THROUGHPUT_SHARE_DEFAULT, 0, 1, "share of the stream's bitrate", lo_exclusive=True
+    ),
+    "low_throughput_s": _Float(LOW_THROUGHPUT_S_DEFAULT, 0, 3600, "seconds", lo_exclusive=True),
     "max_message_bytes": _Int(4 * 1024 * 1024, 64 * 1024, 64 * 1024 * 1024, "bytes"),
 }
 
@@ -614,7 +621,11 @@ class _Parser:
     ) -> dict[str, Any]:
         """Check one TOML table against its fields; always returns a value for every field
         (the default where the value was missing or bad)."""
-        out = {key: field.default for key, field in fields.items()}
+        # a default path is relative to the config's directory, like a written one
+        out = {
+            key: self.resolve_path(f.default) if isinstance(f, _Path) and f.default else f.default
+            for key, f in fields.items()
+        }
         if not isinstance(value, dict):
             self.problem(
                 key_path,
@@ -665,6 +676,9 @@ class _Parser:
             dashboard_password=relay["dashboard_password"],
             probe_token=relay["probe_token"],
             grace_s=relay["grace_s"],
+            dropout_ms=relay["dropout_ms"],
+            low_throughput_share=relay["low_throughput_share"],
+            low_throughput_s=relay["low_throughput_s"],
             max_message_bytes=relay["max_message_bytes"],
             output=OutputProfile(**output),
             streams=streams,

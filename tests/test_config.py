@@ -145,6 +145,16 @@ def test_empty_config_is_a_relay_with_no_streams(tmp_path: Path) -> None:
     assert (relay.host, relay.port) == ("127.0.0.1", 8080)
 
 
+def test_dropout_thresholds_default_and_set(tmp_path: Path) -> None:
+    relay = load_text(tmp_path, "")
+    assert (relay.dropout_ms, relay.low_throughput_share, relay.low_throughput_s) == (500, 0.5, 5)
+    relay = load_text(
+        tmp_path, "[relay]\ndropout_ms = 800\nlow_throughput_share = 0.3\nlow_throughput_s = 10\n"
+    )
+    assert (relay.dropout_ms, relay.low_throughput_share, relay.low_throughput_s) == (800, 0.3, 10)
+    assert isinstance(relay.low_throughput_s, float)
+
+
 def test_ipv6_listen_address(tmp_path: Path) -> None:
     relay = load_text(tmp_path, '[relay]\nlisten = "[::1]:8443"\n')
     assert (relay.host, relay.port) == ("::1", 8443)
@@ -183,6 +193,13 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> 
     assert relay.record_dir == Path("/abs/rec")
     assert relay.event_log == sub / "logs" / "ev.jsonl"
     assert relay.streams[0].slate_image == sub / "slate.png"
+
+
+def test_default_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    relay = load_relay_config(write(tmp_path, ""), {})
+    assert relay.monitor_db == tmp_path / "monitor.db"
+    assert relay.event_log == tmp_path / "events.jsonl"
+    assert relay.state_dir == tmp_path / "state"
 
 
 def test_parse_resolves_paths_against_base_dir(tmp_path: Path) -> None:
@@ -343,6 +360,20 @@ def test_wrong_types(tmp_path: Path, snippet: str, key_path: str, shown: str, va
         ('[relay]\nstate_dir = ""\n', "relay.state_dir", "must not be empty", "file path"),
         ("[relay]\ngrace_s = -1\n", "relay.grace_s", "-1", "from 0 to 86400"),
         ("[relay]\nmax_message_bytes = 10\n", "relay.max_message_bytes", "10", "from 65536"),
+        ("[relay]\ndropout_ms = 50\n", "relay.dropout_ms", "50", "from 100 to 60000"),
+        (
+            "[relay]\nlow_throughput_share = 0\n",
+            "relay.low_throughput_share",
+            "0",
+            "greater than 0 and at most 1",
+        ),
+        (
+            "[relay]\nlow_throughput_share = 1.5\n",
+            "relay.low_throughput_share",
+            "1.5",
+            "greater than 0 and at most 1",
+        ),
+        ("[relay]\nlow_throughput_s = 0\n", "relay.low_throughput_s", "0", "greater than 0"),
         (stream("buffer_ms = -1"), "streams.farm1.buffer_ms", "-1", "from 0 to 120000"),
         (stream("buffer_ms = 120001"), "streams.farm1.buffer_ms", "120001", "0 to 120000"),
         (stream("hold_s = 0"), "streams.farm1.hold_s", "0", "greater than 0 and at most 86400"),

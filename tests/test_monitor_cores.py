@@ -10,7 +10,8 @@ import pytest
 from monitor.dropout import DropoutCause, DropoutDetector, DropoutEnded, DropoutStarted
 from monitor.events import EventLog, read_events
 from monitor.redact import RedactingFilter, Redactor, mask_secret
-from relay.destination import next_backoff_s
+from monitor.store import KIND_DROPOUT, MonitorStore
+from relay.destination import DropoutJournal, next_backoff_s
 
 
 def test_no_dropout_before_first_media() -> None:
@@ -27,7 +28,7 @@ def test_no_data_dropout_starts_when_media_stopped_and_ends_when_it_returns() ->
     assert d.poll(5.0) == []  # reported once
     ended = d.on_media(9.0)
     assert ended == [DropoutEnded(1.0, 9.0, DropoutCause.NO_DATA)]
-    assert ended[0].duration_s == pytest.approx(8.0)
+    assert isinstance(ended[0], DropoutEnded) and ended[0].duration_s == pytest.approx(8.0)
 
 
 def test_connection_lost_during_a_stall_marks_the_cause() -> None:
@@ -64,7 +65,7 @@ def test_redacting_filter_scrubs_messages_arguments_and_tracebacks(
     logger = logging.getLogger("test.redact")
     handler = logging.Handler()
     records: list[logging.LogRecord] = []
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler.emit = records.append  # type: ignore[method-assign, assignment]
     handler.addFilter(RedactingFilter(Redactor([secret])))
     logger.addHandler(handler)
     try:
@@ -101,3 +102,25 @@ def test_destination_backoff_starts_within_a_second_and_caps_at_five() -> None:
         b = next_backoff_s(b, 1.0, 5.0)
         delays.append(b)
     assert delays == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_dropout_journal_writes_the_row_at_start_and_closes_it(tmp_path: Path) -> None:
+    store = MonitorStore(tmp_path / "m.db")
+    journal = DropoutJournal(store, "farm1", "destination:yt")
+    journal.started(KIND_DROPOUT, "connection_lost", 10.0)
+    (row,) = store.dropouts()
+    assert (row.stream, row.scope, row.kind, row.end_s) == ("farm1", "destination:yt",
+                                                            KIND_DROPOUT, None)
+    journal.ended(KIND_DROPOUT, 10.0, 12.5, "relay_stopped")
+    (row,) = store.dropouts()
+    assert (row.end_s, row.duration_s, row.cause) == (12.5, 2.5, "relay_stopped")
+
+
+def test_dropout_journal_never_raises_when_the_store_fails(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = MonitorStore(tmp_path / "m.db")
+    store.close()  # e.g. a destination thread outliving the relay's shutdown
+    journal = DropoutJournal(store, "farm1", "ingest")
+    journal.started(KIND_DROPOUT, "no_data", 1.0)
+    journal.ended(KIND_DROPOUT, 1.0, 2.0, "no_data")
+    assert "not kept in the monitor database" in caplog.text

@@ -59,3 +59,10 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     db.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match=str(db)):
         MonitorStore(db)
+
+
+def test_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="monitor database .*file/m.db"):
+        MonitorStore(blocker / "m.db")

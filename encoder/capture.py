@@ -28,7 +28,7 @@ from uplink import TrackConfig
 log = logging.getLogger(__name__)
 
 RECORD_QUEUE_S = 1.0  # raw frames queued for the local recorder (85 MB at 720p30)
-OUTAGE_KEYFRAME_S = 0.5  # during an uplink outage, a keyframe at least this often
+OUTAGE_KEYFRAME_S = 0.25  # during an uplink outage, a keyframe at least this often
 
 
 class CaptureLoop:

@@ -38,15 +38,16 @@ from uplink import MAX_SACK_RANGES, Acked, UplinkSender
 SEND_BATCH_BYTES = 256 * 1024  # the writer hands at most this much to the transport at once
 STATS_INTERVAL_S = 1.0  # a STATS message (backlog, target bitrate) this often while connected
 MIN_INFLIGHT_BYTES = 16 * 1024  # the in-flight window never closes below this (0.2 s at 600 kbit/s)
-INFLIGHT_MIN_S = 0.5  # ... and holds at least this long of the measured delivery rate
+INFLIGHT_MIN_S = 0.3  # ... and holds at least this long of the measured delivery rate
 INFLIGHT_RTTS = 2.0  # ... or this many base RTTs of it, whichever is longer (the base,
                      # min_rtt: with srtt a queue in the network would widen the window
                      # that lets it grow)
 KEYFRAMES_KEPT = 4096  # recent video keyframes remembered as live-edge candidates
 JUMP_MAX_GAPS = MAX_SACK_RANGES // 2  # no new live-edge jump while the relay has this many
                                      # gaps (it closes the connection past MAX_SACK_RANGES)
-LIVE_ALLOWANCE_MS = 700  # time left for the trip: media older than the relay's buffer
-                         # minus this can no longer be shown live
+LIVE_ALLOWANCE_MS = 450  # time left for the trip (the stale in-flight window, then the
+                         # keyframe): media older than the relay's buffer minus this can no
+                         # longer be shown live
 
 
 @dataclass(frozen=True, slots=True)

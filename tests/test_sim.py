@@ -22,6 +22,7 @@ from benchmarks.results import (
 from benchmarks.sim import EncoderModel, SimError, SimUnit, live_seconds, simulate
 from benchmarks.traces import MTU_BYTES, Outage, Trace, load_trace
 from encoder.av_encoder import AUDIO_TRACK_ID, VIDEO_TRACK_ID
+from encoder.capture import OUTAGE_KEYFRAME_S
 
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 CONTROLLERS = ["steady", "belacoder", "obs", "gcc", "fixed"]
@@ -98,7 +99,7 @@ def test_encoder_model_forces_keyframes_during_an_outage_and_keeps_the_rate() ->
     units = [u for _, u in _encode(model, 10.0, start=FPS)]
     video = [u for u in units if u.track_id == VIDEO_TRACK_ID]
     keys = [u.pts for u in video if u.keyframe]
-    assert np.all(np.diff(keys) == FPS // 2)  # every OUTAGE_KEYFRAME_S = 0.5 s
+    assert np.all(np.diff(keys) == round(OUTAGE_KEYFRAME_S * FPS))  # every OUTAGE_KEYFRAME_S
     assert sum(u.size for u in video) * 8 / 1000 / 10 == pytest.approx(1000, rel=0.07)
 
 

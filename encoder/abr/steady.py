@@ -19,8 +19,13 @@ At each update, in order:
    delivered (a gentle, continuous probe), above it a little less (a drain; after an outage
    the spooled media is drained at ``GAIN_MIN``).
 
-The queue is the standing queue: the minimum over ``QUEUE_WINDOW_S`` of the unacknowledged
-live media span minus the base RTT (so a keyframe's burst is not taken for congestion). The
+The queue is the standing queue: the minimum over ``QUEUE_WINDOW_S`` of the live backlog minus
+the base RTT (so a keyframe's burst is not taken for congestion), except that a queue above
+``QUEUE_CONGESTED_MS`` is taken at once (no burst is that long; waiting a second for the
+minimum to rise is what lets a sudden capacity drop bury seconds of media). The live backlog
+is the longer of the unacknowledged live media's capture span and its drain time at the link
+estimate: when the link slows, the same bytes take longer to drain than the span they cover,
+and it is the drain time that the relay's buffer must cover. The
 base RTT is the minimum ACK round trip over ``BASE_RTT_WINDOW_S``: long, so a standing queue
 cannot creep into it and raise the target step by step (LEDBAT's base-delay habit, RFC 6817
 section 2.4.1, with one window instead of its per-minute history). Because the standing queue
@@ -59,10 +64,11 @@ from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
 
 QUEUE_TARGET_MS = 250  # standing queue kept behind the link (well inside the relay's buffer)
-QUEUE_GAIN = 0.1  # gain change per QUEUE_TARGET_MS of queue error
+QUEUE_GAIN = 0.2  # gain change per QUEUE_TARGET_MS of queue error
 GAIN_MIN = 0.5  # send at least half the link estimate (the drain after an outage)
 GAIN_MAX = 1.25  # and at most a quarter above it (probing, start-up)
 QUEUE_WINDOW_S = 1.0  # the standing queue is the minimum over this window
+QUEUE_CONGESTED_MS = 500  # ... unless the queue now exceeds this: congestion, acted on at once
 QUEUED_MS = 60  # a standing queue above this: rate samples measure the link
 RATE_WINDOW_S = 1.0  # delivery rate over this window of ACKs
 ESTIMATE_GAIN_PER_S = 1.0  # weight per second of a rate sample in the link estimate
@@ -132,6 +138,7 @@ class SteadyController(AbrController):
             self._state = "drain" if gain < 0.9 else "probe" if gain > 1.1 else "steady"
             if obs.backfill_bytes > 0:
                 gain = min(gain, BACKFILL_GAIN)
+
             if rate is not None and rate < FILLED_SHARE * (self._out + audio):
                 gain = min(gain, 1.0)  # the encoder makes less than asked: no probing
             if now - self._base_seen_at > BASE_RTT_REFRESH_S:
@@ -173,7 +180,13 @@ class SteadyController(AbrController):
         if any(a.rtt_s is not None and 1000.0 * a.rtt_s <= base_ms + BASE_RTT_NEAR_MS
                for a in obs.acks):
             self._base_seen_at = now
-        queue_ms = max(0.0, obs.backlog_ms - base_ms)
+        backlog_ms = float(obs.backlog_ms)
+        if self._estimate_kbps:  # the live backlog's drain time at the link's rate
+            live_bytes = max(0, obs.backlog_bytes - obs.backfill_bytes)
+            backlog_ms = max(backlog_ms, live_bytes * 8 / self._estimate_kbps)
+        queue_ms = max(0.0, backlog_ms - base_ms)
+        if queue_ms > QUEUE_CONGESTED_MS:
+            self._queue.clear()  # congestion, not a burst: act on it now
         while self._queue and self._queue[-1][1] >= queue_ms:
             self._queue.pop()
         self._queue.append((now, queue_ms))

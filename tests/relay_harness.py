@@ -71,9 +71,11 @@ def frame_numbers(path: Path) -> list[int | None]:
 
 
 def write_relay_config(path: Path, port: int, record_dir: Path, event_log: Path,
-                       streams_toml: str, output_toml: str = "") -> None:
+                       streams_toml: str, output_toml: str = "", relay_toml: str = "") -> None:
+    """A relay config for tests; ``relay_toml``: more ``[relay]`` keys (monitor_db, ...)."""
     path.write_text(
         f"""[relay]
+{relay_toml}
 listen = "127.0.0.1:{port}"
 record_dir = "{record_dir}"
 event_log = "{event_log}"

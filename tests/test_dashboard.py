@@ -251,9 +251,8 @@ class RelayUnderTest:
 
 def _relay_config(tmp: Path, port: int, streams_toml: str, relay_keys: str) -> Path:
     config = tmp / "relay.toml"
-    write_relay_config(config, port, tmp / "rec", tmp / "events.jsonl", streams_toml)
-    text = config.read_text(encoding="utf-8")
-    config.write_text(text.replace("[relay]\n", "[relay]\n" + relay_keys, 1), encoding="utf-8")
+    write_relay_config(config, port, tmp / "rec", tmp / "events.jsonl", streams_toml,
+                       relay_toml=relay_keys)
     return config
 
 

@@ -71,11 +71,7 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRelay]:
 [streams.farm1]
 token = "{PUBLISH_TOKEN}"
 record = false
-""")
-    text = config.read_text(encoding="utf-8")
-    config.write_text(text.replace("[relay]\n", f'[relay]\nmonitor_db = "{tmp / "monitor.db"}"\n'
-                                                f'probe_token = "{PROBE_TOKEN}"\n', 1),
-                      encoding="utf-8")
+""", relay_toml=f'monitor_db = "{tmp / "monitor.db"}"\nprobe_token = "{PROBE_TOKEN}"')
     log = tmp / "relay.log"
     proc = start_relay(config, port, log)
     try:

@@ -150,7 +150,7 @@ retry_first_s = 0.5
     ingest_summary = [s for s in data["summary"]
                       if s["scope"] == "ingest" and s["kind"] == "dropout"]
     assert ingest_summary[0]["count"] == len(ingest)
-    assert ingest_summary[0]["longest_s"] >= stall[0]["duration_s"]
+    assert ingest_summary[0]["longest_s"] >= stall[0]["duration_s"] - 0.001  # shown to 1 ms
     assert table.returncode == 0, table.stderr
     assert "destination:a" in table.stdout and "relay_stopped" in table.stdout
     assert "Summary" in table.stdout

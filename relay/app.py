@@ -26,6 +26,7 @@ from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
 from relay import dashboard, probe
+from relay.responses import json_error, presented_token
 from relay.settings import RelaySettings
 from relay.stream import StreamRuntime
 
@@ -71,21 +72,6 @@ class Relay:
                     log.exception("stream %s: housekeeping failed", s.settings.name)
 
 
-ERROR_HEADER = "X-Steadycast-Error"  # the reason, also for WebSocket clients that drop bodies
-
-
-def _json_error(status: int, message: str) -> web.Response:
-    header = message.encode("ascii", "backslashreplace").decode("ascii")
-    return web.json_response({"error": message}, status=status, headers={ERROR_HEADER: header})
-
-
-def _presented_token(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.query.get("token")
-
-
 async def ingest(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY_KEY]
     name = request.match_info["stream"]
@@ -94,23 +80,23 @@ async def ingest(request: web.Request) -> web.StreamResponse:
     if runtime is None:
         relay.metrics.ingest_rejected.labels("unknown_stream").inc()
         log.warning("ingest refused from %s: unknown stream %r", peer, name[:64])
-        return _json_error(404, f"unknown stream {name[:64]!r}: this relay has no such stream "
+        return json_error(404, f"unknown stream {name[:64]!r}: this relay has no such stream "
                                 "in its config")
-    token = _presented_token(request)
+    token = presented_token(request)
     if not token:
         relay.metrics.ingest_rejected.labels("missing_token").inc()
         log.warning("ingest refused from %s for stream %s: no publish token", peer, name)
-        return _json_error(401, "missing publish token: send 'Authorization: Bearer <token>' "
+        return json_error(401, "missing publish token: send 'Authorization: Bearer <token>' "
                                 "or ?token=<token>")
     if not hmac.compare_digest(token.encode(), runtime.settings.token.encode()):
         relay.metrics.ingest_rejected.labels("wrong_token").inc()
         relay.events.write("publish_rejected", stream=name, peer=peer, reason="wrong token")
         log.warning("ingest refused from %s for stream %s: wrong publish token", peer, name)
-        return _json_error(403, f"wrong publish token for stream {name!r}")
+        return json_error(403, f"wrong publish token for stream {name!r}")
     ws = web.WebSocketResponse(max_msg_size=relay.settings.max_message_bytes + MESSAGE_SLACK_BYTES,
                                heartbeat=WS_HEARTBEAT_S)
     if not ws.can_prepare(request).ok:
-        return _json_error(426, "the ingest endpoint needs a WebSocket upgrade")
+        return json_error(426, "the ingest endpoint needs a WebSocket upgrade")
     await ws.prepare(request)
     log.info("stream %s: sender connected from %s", name, peer)
     await runtime.serve(ws, peer)

@@ -37,6 +37,7 @@ from aiohttp import web
 
 from monitor.redact import REDACTOR
 from monitor.store import DropoutRow, ProbeRow
+from relay.responses import error_headers, json_error
 
 if TYPE_CHECKING:
     from relay.app import Relay
@@ -237,13 +238,13 @@ def check_basic_auth(header: str | None, password: str) -> str | None:
 
 # --- the aiohttp side --------------------------------------------------------------------------
 
-def _refuse(status: int, message: str, as_json: bool, error_header: str,
+def _refuse(status: int, message: str, as_json: bool,
             extra: Mapping[str, str] | None = None) -> web.Response:
-    ascii_message = message.encode("ascii", "backslashreplace").decode("ascii")
-    headers = {**_SECURITY_HEADERS, error_header: ascii_message, **(extra or {})}
+    headers = {**_SECURITY_HEADERS, **(extra or {})}
     if as_json:
-        return web.json_response({"error": message}, status=status, headers=headers)
-    return web.Response(status=status, text=message + "\n", headers=headers)
+        return json_error(status, message, headers)
+    return web.Response(status=status, text=message + "\n",
+                        headers={**headers, **error_headers(message)})
 
 
 def _load_page() -> str:
@@ -252,7 +253,7 @@ def _load_page() -> str:
 
 def add_routes(app: web.Application) -> None:
     """Add ``/dashboard`` and ``/dashboard/api`` for the app's relay (set before this call)."""
-    from relay.app import ERROR_HEADER, RELAY_KEY  # here: relay.app imports this module
+    from relay.app import RELAY_KEY  # here: relay.app imports this module
 
     relay: Relay = app[RELAY_KEY]
     password = relay.settings.dashboard_password
@@ -263,13 +264,13 @@ def add_routes(app: web.Application) -> None:
         async def guard(request: web.Request) -> web.StreamResponse:
             if not password:
                 return _refuse(404, f"the dashboard is off: set {PASSWORD_KEY} in the relay "
-                                    "config to turn it on", as_json, ERROR_HEADER)
+                                    "config to turn it on", as_json)
             reason = check_basic_auth(request.headers.get("Authorization"), password)
             if reason is not None:
                 if request.headers.get("Authorization"):
                     log.warning("dashboard refused for %s: %s", request.remote or "?",
                                 reason)
-                return _refuse(401, reason, as_json, ERROR_HEADER, {
+                return _refuse(401, reason, as_json, {
                     "WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
             response: web.StreamResponse = await handler(request)
             return response
@@ -283,7 +284,7 @@ def add_routes(app: web.Application) -> None:
         try:
             since_s, probe_limit = parse_query(request.query)
         except QueryError as e:
-            return _refuse(400, str(e), True, ERROR_HEADER)
+            return _refuse(400, str(e), True)
         now_s = time.time()
         statuses = [(s.status(), s.settings.buffer_ms) for s in relay.streams.values()]
 

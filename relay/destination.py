@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from enum import StrEnum
@@ -33,7 +32,7 @@ from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, Dropout
 from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
-from monitor.store import KIND_DROPOUT, MonitorStore
+from monitor.store import KIND_DROPOUT, DropoutJournal, MonitorStore
 from relay.settings import DestinationSettings
 from relay.transcode import OutPacket
 
@@ -48,47 +47,6 @@ class DestinationState(StrEnum):
     CONNECTED = "connected"
     BACKOFF = "backoff"
     STOPPED = "stopped"
-
-
-class DropoutJournal:
-    """One scope's dropouts (and low-throughput episodes) kept in the monitor store.
-
-    A row is written when one starts (end NULL) and closed when it ends, so a crash leaves
-    it open rather than lost. A store that fails (disk full, locked, closed) is logged and
-    never stops the media. One owner (thread or event loop) calls it per scope;
-    MonitorStore itself is shared and thread-safe. ``store=None`` keeps nothing.
-    """
-
-    def __init__(self, store: MonitorStore | None, stream: str, scope: str) -> None:
-        self.store = store
-        self.stream = stream
-        self.scope = scope
-        self._open: dict[str, int | None] = {}  # kind -> open row id (None: insert failed)
-
-    def started(self, kind: str, cause: str, start_s: float) -> None:
-        row_id: int | None = None
-        if self.store is not None:
-            try:
-                row_id = self.store.dropout_started(self.stream, self.scope, kind, cause, start_s)
-            except sqlite3.Error as exc:
-                self._failed(exc)
-        self._open[kind] = row_id
-
-    def ended(self, kind: str, start_s: float, end_s: float, cause: str) -> None:
-        row_id = self._open.pop(kind, None)
-        if self.store is None:
-            return
-        try:
-            if row_id is None:  # its start was not written: write it whole
-                self.store.add_dropout(self.stream, self.scope, kind, cause, start_s, end_s)
-            else:
-                self.store.dropout_ended(row_id, end_s, cause)
-        except sqlite3.Error as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: sqlite3.Error) -> None:
-        log.warning("stream %s: %s dropout not kept in the monitor database: %s", self.stream,
-                    self.scope, exc)
 
 
 def next_backoff_s(previous_s: float | None, first_s: float, max_s: float) -> float:

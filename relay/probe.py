@@ -65,6 +65,7 @@ from monitor.probe_analysis import (
     validate_submission,
 )
 from relay import app as relay_app
+from relay.responses import json_error, presented_token
 from uplink import CloseCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,11 @@ def _refusal(request: web.Request, what: str) -> web.Response | None:
     """None when the request carries the probe token or a publish token, else the 401/403."""
     relay = request.app[relay_app.RELAY_KEY]
     peer = request.remote or "?"
-    token = relay_app._presented_token(request)
+    token = presented_token(request)
     if not token:
         log.warning("refused %s from %s: no token", what, peer)
         relay.events.write("probe_rejected", peer=peer, reason="missing token", what=what)
-        return relay_app._json_error(401, f"missing token for {what}: {TOKEN_HELP}")
+        return json_error(401, f"missing token for {what}: {TOKEN_HELP}")
     accepted = [relay.settings.probe_token] + [s.token for s in relay.settings.streams]
     ok = False
     for secret in accepted:
@@ -146,7 +147,7 @@ def _refusal(request: web.Request, what: str) -> web.Response | None:
     if not ok:
         log.warning("refused %s from %s: wrong token", what, peer)
         relay.events.write("probe_rejected", peer=peer, reason="wrong token", what=what)
-        return relay_app._json_error(403, f"wrong token for {what}: it is neither the relay's "
+        return json_error(403, f"wrong token for {what}: it is neither the relay's "
                                           "probe_token nor a stream's publish token")
     return None
 
@@ -172,12 +173,12 @@ async def probe_ws(request: web.Request) -> web.StreamResponse:
     count = request.app[PROBES_KEY]
     peer = request.remote or "?"
     if count.active >= MAX_CONCURRENT_PROBES:
-        return relay_app._json_error(503, f"{MAX_CONCURRENT_PROBES} probes are running already; "
+        return json_error(503, f"{MAX_CONCURRENT_PROBES} probes are running already; "
                                           "try again in a minute")
     ws = web.WebSocketResponse(max_msg_size=PROBE_MAX_MESSAGE_BYTES, heartbeat=None,
                                compress=False)
     if not ws.can_prepare(request).ok:
-        return relay_app._json_error(426, "the probe endpoint needs a WebSocket upgrade")
+        return json_error(426, "the probe endpoint needs a WebSocket upgrade")
     count.active += 1
     try:
         await ws.prepare(request)
@@ -256,16 +257,16 @@ async def post_probe(request: web.Request) -> web.Response:
     try:
         text = await request.text()
     except web.HTTPRequestEntityTooLarge as exc:
-        return relay_app._json_error(413, f"bad probe result: {exc.text}")
+        return json_error(413, f"bad probe result: {exc.text}")
     try:
         body = json.loads(text)
     except (ValueError, RecursionError):
-        return relay_app._json_error(400, "bad probe result: the body is not valid JSON")
+        return json_error(400, "bad probe result: the body is not valid JSON")
     try:
         sub = validate_submission(body)
     except ProbeResultError as err:
         log.warning("probe result from %s refused: field %s", peer, err.field)
-        return relay_app._json_error(400, f"bad probe result: {err}")
+        return json_error(400, f"bad probe result: {err}")
     row_id = await asyncio.to_thread(
         relay.store.add_probe, sub.site, time.time(), peer, sub.verdict_line, sub.result,
         sub.latitude, sub.longitude)
@@ -282,10 +283,10 @@ async def list_probes(request: web.Request) -> web.Response:
         try:
             site = check_site(request.query["site"])
         except ProbeResultError as err:
-            return relay_app._json_error(400, f"bad query: {err}")
+            return json_error(400, f"bad query: {err}")
     raw_limit = request.query.get("limit", str(LIST_LIMIT_DEFAULT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_LIMIT_MAX:
-        return relay_app._json_error(400, f"bad query: limit must be an integer within "
+        return json_error(400, f"bad query: limit must be an integer within "
                                           f"[1, {LIST_LIMIT_MAX}], got {raw_limit[:20]!r}")
     rows = await asyncio.to_thread(relay.store.probes, site=site, limit=int(raw_limit))
     sites: dict[str, list[dict[str, Any]]] = {}

@@ -34,8 +34,8 @@ from monitor.dropout import (
 )
 from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
-from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, MonitorStore
-from relay.destination import Destination, DropoutJournal
+from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, DropoutJournal, MonitorStore
+from relay.destination import Destination
 from relay.pipeline import StreamPipeline
 from relay.playout import AccessUnit
 from relay.recording import Recorder

@@ -10,8 +10,8 @@ import pytest
 from monitor.dropout import DropoutCause, DropoutDetector, DropoutEnded, DropoutStarted
 from monitor.events import EventLog, read_events
 from monitor.redact import RedactingFilter, Redactor, mask_secret
-from monitor.store import KIND_DROPOUT, MonitorStore
-from relay.destination import DropoutJournal, next_backoff_s
+from monitor.store import KIND_DROPOUT, DropoutJournal, MonitorStore
+from relay.destination import next_backoff_s
 
 
 def test_no_dropout_before_first_media() -> None:

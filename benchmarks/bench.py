@@ -178,7 +178,9 @@ def real_runner() -> Callable[..., RunResult]:
 
 def done_line(result: RunResult, elapsed_s: float) -> str:
     return (f"done in {elapsed_s:.1f} s: utilization {result.utilization:.2f}, interruption "
-            f"{result.interruption_s:.1f} s (unavoidable {result.unavoidable_interruption_s:.1f})")
+            f"{result.interruption_s:.1f} s (unavoidable {result.unavoidable_interruption_s:.1f}"
+            + ("" if result.floor_bound_interruption_s is None else
+               f", floor bound {result.floor_bound_interruption_s:.1f}") + ")")
 
 
 def _say(line: str) -> None:

@@ -70,11 +70,13 @@ from benchmarks.direct_rtmp import DirectRtmpSummary
 from benchmarks.emulator import LinkEmulator, LinkSpec
 from benchmarks.local_services import free_port, stop_process
 from benchmarks.nginx_platform import NginxRtmp, missing_nginx_rtmp
+from benchmarks.oracle import floor_bound_interruption_s
 from benchmarks.outages import overlay_outages, unavoidable_interruption_s
 from benchmarks.platform_viewer import PlatformViewer, ViewingStats, read_frame_codes, score_viewing
 from benchmarks.results import RunResult, qoe_score
 from benchmarks.traces import Outage, Trace
 from encoder.abr import names as abr_names
+from encoder.settings import AUDIO_KBPS
 
 DIRECT_RTMP = "direct-rtmp"
 STREAM = "bench"  # the relay's stream name
@@ -471,7 +473,7 @@ def run_real(trace: Trace, abr: str, *, duration_s: float = 60, buffer_ms: int =
     run.archive_codes = _archive_codes(workdir, nginx, direct)
     return _result(run, trace, abr, duration_s=duration_s, buffer_ms=0 if direct else buffer_ms,
                    outages=outages, start_kbps=start_kbps, fps=fps, timing=timing,
-                   platform_on=platform_on)
+                   platform_on=platform_on, delay_ms=delay_ms)
 
 
 def _stop_viewer_quietly(viewer: PlatformViewer) -> None:
@@ -638,7 +640,7 @@ def _relay_only_viewing(run: _Run, *, window: tuple[float, float], trace_start_w
 
 def _result(run: _Run, trace: Trace, abr: str, *, duration_s: float, buffer_ms: int,
             outages: Sequence[Outage], start_kbps: int, fps: int, timing: dict[str, float],
-            platform_on: bool) -> RunResult:
+            platform_on: bool, delay_ms: float) -> RunResult:
     direct = abr == DIRECT_RTMP
     d = float(duration_s)
     n = max(1, math.ceil(d / BIN_S - 1e-9))
@@ -647,6 +649,11 @@ def _result(run: _Run, trace: Trace, abr: str, *, duration_s: float, buffer_ms: 
     capacity = [float(x) for x in overlaid.capacity_kbps(d, BIN_S)]
     capacity_mean = overlaid.mean_kbps(d)
     unavoidable = unavoidable_interruption_s(gaps, buffer_ms / 1000)
+    # the direct baseline sends a fixed bitrate without a buffer: no floor bound (None)
+    floor_kbps = (start_kbps if direct else min(MIN_KBPS, start_kbps)) + AUDIO_KBPS
+    floor_bound = floor_bound_interruption_s(overlaid, floor_kbps=floor_kbps,
+                                             buffer_s=buffer_ms / 1000,
+                                             one_way_delay_s=delay_ms / 1000, duration_s=d)
 
     delivered_bins = (list(run.delivered_per_s) + [0] * n)[:n]
     lengths = [min(BIN_S, d - i * BIN_S) for i in range(n)]
@@ -765,7 +772,8 @@ def _result(run: _Run, trace: Trace, abr: str, *, duration_s: float, buffer_ms: 
         latency_ms_p95=None if viewing.latency_ms_p95 is None else round(viewing.latency_ms_p95, 1),
         bitrate_switches=switches, frames_captured=captured, frames_live=viewing.frames_live,
         frames_archived=archived, score=round(score, 4), series=series,
-        notes="; ".join(notes))
+        notes="; ".join(notes), floor_kbps=floor_kbps,
+        floor_bound_interruption_s=None if floor_bound is None else round(floor_bound, 3))
 
 
 __all__ = ["DIRECT_RTMP", "PLATFORM_DIR", "RELAY_RECORDINGS_DIR", "RealRunError",

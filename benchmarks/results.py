@@ -7,6 +7,9 @@ report and the CLI read and write lists of them with ``write_results`` / ``read_
 The oracle (DESIGN.md, "Measuring"): ``unavoidable_interruption_s`` is the interruption no
 sender can avoid behind the relay's buffer, and ``capacity_kbps_mean`` the most any sender
 can deliver; ``interruption_s`` and ``delivered_kbps_mean`` are scored against them.
+``floor_bound_interruption_s`` is the tighter bound for a sender that never goes below
+``floor_kbps`` (``benchmarks.oracle``): it also counts the outages that come too close
+together for the buffer to refill and the capacity dips below the floor.
 
 The score (``qoe_score``) is Pensieve's linear QoE (Mao, Netravali, Alizadeh, "Neural Adaptive
 Video Streaming with Pensieve", SIGCOMM 2017, QoE_lin): per chunk n of a video,
@@ -29,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,8 @@ class RunResult:
     score: float  # qoe_score
     series: dict[str, list[float]]  # 1 s bins, keys SERIES_KEYS
     notes: str = ""
+    floor_kbps: float | None = None  # the sender's lowest audio + video bitrate
+    floor_bound_interruption_s: float | None = None  # oracle.floor_bound_interruption_s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +86,8 @@ class RunResult:
         if not isinstance(data, dict):
             raise ResultsFileError(f"{where}: expected an object, got {type(data).__name__}")
         names = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name != "notes"}
+        required = {f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING}
         missing = sorted(required - data.keys())
         if missing:
             raise ResultsFileError(f"{where}: missing field(s) {', '.join(missing)}")

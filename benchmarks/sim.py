@@ -86,6 +86,7 @@ from benchmarks.link_model import (
     TraceLink,
     make_link,
 )
+from benchmarks.oracle import floor_bound_interruption_s
 from benchmarks.outages import overlay_outages, unavoidable_interruption_s
 from benchmarks.platform_viewer import LIVE_HOLD_MAX_S
 from benchmarks.results import RunResult, qoe_score
@@ -733,6 +734,10 @@ class _Simulation:
         delivered_mean = float(self.delivered_bytes.sum()) * 8 / 1000 / d
         sent_mean = float(self.sent_bytes.sum()) * 8 / 1000 / d
         unavoidable = unavoidable_interruption_s(gaps, self.buffer_ms / 1000)
+        floor_kbps = self.abr.limits.min_kbps + AUDIO_KBPS
+        floor_bound = floor_bound_interruption_s(
+            overlaid, floor_kbps=floor_kbps, buffer_s=self.buffer_ms / 1000,
+            one_way_delay_s=self.delay_ms / 1000, duration_s=d)
         n = self.n_bins
         bin_len = np.full(n, BIN_S)
         bin_len[-1] = d - BIN_S * (n - 1)
@@ -777,7 +782,8 @@ class _Simulation:
             bitrate_switches=self.switches,
             frames_captured=self.encoder.frames_captured, frames_live=int(inside.sum()),
             frames_archived=len(self.archived_video), score=round(score, 4), series=series,
-            notes=notes)
+            notes=notes, floor_kbps=floor_kbps,
+            floor_bound_interruption_s=None if floor_bound is None else round(floor_bound, 3))
 
 
 def _media_payload_bytes(message: bytes) -> int:

@@ -77,11 +77,41 @@ def test_trace_table_shows_interruption_against_the_oracle_and_excess_per_outage
     # controller, util, delivered, capacity, interruption, unavoidable, excess, excess/outage
     assert steady[1:8] == ["0.85", "680", "800", "4.0", "3.0", "1.0", "0.50"]
     assert fixed[4:8] == ["13.0", "3.0", "10.0", "5.00"]
+    # floor bound, over floor: "–" for a run without a floor bound (older results files)
+    assert steady[8:10] == ["–", "–"]
     # sessions, latency, switches, frames live/captured, archived, score
-    assert steady[8:] == ["1", "5200/5900", "12", "1700/1800", "1800", "0.50"]
-    assert fixed[9] == "–"  # no latency measured
+    assert steady[10:] == ["1", "5200/5900", "12", "1700/1800", "1800", "0.50"]
+    assert fixed[11] == "–"  # no latency measured
     assert "## hill" in text
     assert "2 outage(s)" in text and "longest 8.0 s" in text
+
+
+def test_floor_bound_and_what_the_run_lost_beyond_it_are_shown_and_totalled() -> None:
+    results = [
+        make_result(trace="a", interruption_s=9.0, unavoidable_interruption_s=3.0,
+                    floor_kbps=214.0, floor_bound_interruption_s=7.5),
+        make_result(trace="b", interruption_s=4.0, unavoidable_interruption_s=3.0,
+                    floor_kbps=214.0, floor_bound_interruption_s=4.2),
+    ]
+    text = render_report(results, title="t", command_line="c")
+    rows = [line for line in text.splitlines() if line.startswith("| steady")]
+    first = [c.strip() for c in rows[0].strip().strip("|").split("|")]
+    second = [c.strip() for c in rows[1].strip().strip("|").split("|")]
+    assert first[8:10] == ["7.5", "1.5"]
+    assert second[8:10] == ["4.2", "0.0"]  # under the bound is rounding, never negative
+    (summary,) = summarize(results)
+    assert summary.over_floor_s == pytest.approx(1.5)
+    assert summarize([results[0], make_result(trace="c")])[0].over_floor_s is None
+    assert "*floor bound*" in text
+
+
+def test_results_files_written_before_the_floor_bound_still_read(tmp_path: Path) -> None:
+    data = make_result().to_dict()
+    del data["floor_kbps"], data["floor_bound_interruption_s"]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([data]), encoding="utf-8")
+    (back,) = read_results(path)
+    assert back.floor_bound_interruption_s is None and back.floor_kbps is None
 
 
 def test_excess_is_never_below_zero_and_undefined_without_outages() -> None:
@@ -114,8 +144,8 @@ def test_summary_across_traces_averages_utilization_and_score_and_totals_the_res
 
     text = render_report(results, title="t", command_line="c")
     summary = text[text.index("## Summary across traces"):]
-    assert table_row(summary, "steady") == ["steady", "2", "0.85", "3.0", "2", "0.50"]
-    assert table_row(summary, "obs") == ["obs", "2", "0.80", "8.0", "5", "0.30"]
+    assert table_row(summary, "steady") == ["steady", "2", "0.85", "3.0", "–", "2", "0.50"]
+    assert table_row(summary, "obs") == ["obs", "2", "0.80", "8.0", "–", "5", "0.30"]
     assert "winner by mean score: steady (0.50)" in summary
     assert text.index("## a") < text.index("## b") < text.index("## Summary")
 

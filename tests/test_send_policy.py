@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from encoder.send_policy import (
+    DELAY_EXTRA_MAX_MS,
     INFLIGHT_MIN_S,
     LIVE_ALLOWANCE_MS,
     MIN_INFLIGHT_BYTES,
@@ -144,11 +145,12 @@ def test_jump_goes_to_the_oldest_keyframe_still_in_time() -> None:
     assert lag > 5000 - LIVE_ALLOWANCE_MS
     jump = p.policy.live_edge_jump()
     assert isinstance(jump, LiveEdgeJump)
-    assert jump.lag_ms == lag and jump.buffer_ms == 5000
+    # the relay's level (5000, as WELCOME said) plus the age of its newest media
+    assert jump.lag_ms == lag and 5000 <= jump.buffer_ms <= 5000 + 1000 / FPS
     assert p.sender.live_from_seq == jump.seq
     newest_us = round((p.frame - 1) * 1_000_000 / FPS)
     jump_us = round(jump.seq * 1_000_000 / FPS)  # one video unit per seq here
-    in_time_us = (5000 - LIVE_ALLOWANCE_MS) * 1000
+    in_time_us = (jump.buffer_ms - LIVE_ALLOWANCE_MS) * 1000
     assert jump.seq % 15 == 0  # a keyframe
     assert newest_us - jump_us <= in_time_us  # still in time...
     assert newest_us - (jump_us - 15 * 1_000_000 // FPS) > in_time_us  # ...the one before not
@@ -211,3 +213,71 @@ def test_ack_without_new_bytes_is_no_sample() -> None:
     ended = p.policy.on_ack(Acked(next_seq=1, newly_acked_bytes=10, rtt_s=0.05), 0.2, 0.2)
     assert ended == []  # the first media arms the detector; no dropout was open
     assert p.policy.observe(500).acks[0].sent_at == pytest.approx(0.15)
+
+
+# --- the relay's delay as the media sees it ----------------------------------------------------
+def _relay_with_startup(extra_ms: int, seconds: float = 2.0, ack_delay_s: float = 0.0
+                        ) -> tuple[Pair, float]:
+    """A relay that schedules media 5000 + ``extra_ms`` after capture (its first unit arrived
+    ``extra_ms`` late), taking every frame at once; its ACKs reach the sender ``ack_delay_s``
+    later (held up on the way down). Returns the pair and the time of the last frame."""
+    p = Pair(buffer_ms=5000)
+    p.connect(0.0)
+    now = 0.0
+    while now < seconds:
+        p.push_frame(now, keyframe=p.frame % 15 == 0)
+        newest_capture_s = (p.frame - 1) / FPS
+        for data in p.send(now):
+            p.receiver.receive(data, now)
+        level_ms = round((newest_capture_s + (5000 + extra_ms) / 1000 - now) * 1000)
+        p.receiver.set_buffer_ms(level_ms)
+        for data in p.receiver.data_to_send(now):
+            for ev in p.sender.receive(data, now + ack_delay_s):
+                if isinstance(ev, Acked):
+                    p.policy.on_ack(ev, now + ack_delay_s, now + ack_delay_s)
+        now += 1 / FPS
+    return p, now
+
+
+def test_the_configured_delay_until_acks_say_more() -> None:
+    p = Pair(buffer_ms=5000)
+    assert p.policy.effective_delay_ms is None  # before WELCOME
+    p.connect(0.0)
+    assert p.policy.effective_delay_ms == 5000
+
+
+def test_start_up_latency_adds_to_the_delay_the_sender_judges_by() -> None:
+    p, _ = _relay_with_startup(extra_ms=1200)
+    assert 5000 + 1200 - 1000 / FPS <= p.policy.effective_delay_ms <= 5000 + 1200
+
+
+def test_acks_held_up_on_the_way_down_do_not_inflate_the_delay() -> None:
+    p, _ = _relay_with_startup(extra_ms=300, ack_delay_s=2.0)
+    assert p.policy.effective_delay_ms <= 5000 + 300
+
+
+def test_the_measured_delay_is_bounded() -> None:
+    low, _ = _relay_with_startup(extra_ms=-800)  # never below the configured delay
+    assert low.policy.effective_delay_ms == 5000
+    high, _ = _relay_with_startup(extra_ms=60_000)  # a bogus level: capped
+    assert high.policy.effective_delay_ms == 5000 + DELAY_EXTRA_MAX_MS
+
+
+def test_an_outage_shorter_than_the_real_delay_keeps_its_media() -> None:
+    """Judged against the configured 5 s, 5.2 s of stall would throw media away that a
+    relay running 1.2 s later still shows; against the measured delay it is kept, and a
+    longer stall still jumps."""
+    p, now = _relay_with_startup(extra_ms=1200)
+    end = now + 5.2
+    while now < end:
+        p.push_frame(now, keyframe=p.frame % 15 == 0)
+        p.send(now)  # in flight, never arrives
+        now += 1 / FPS
+    assert 5000 - LIVE_ALLOWANCE_MS < p.sender.live_lag_ms < 6200 - LIVE_ALLOWANCE_MS
+    assert p.policy.live_edge_jump() is None
+    end = now + 1.0
+    while now < end:
+        p.push_frame(now, keyframe=p.frame % 15 == 0)
+        now += 1 / FPS
+    jump = p.policy.live_edge_jump()
+    assert jump is not None and jump.buffer_ms > 6000

@@ -56,11 +56,13 @@ class Welcomed:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """An ACK arrived. `newly_acked_bytes`: payload bytes it released (cumulative + SACK)."""
+    """An ACK arrived. `newly_acked_bytes`: payload bytes it released (cumulative + SACK);
+    `newest_seq`: the highest seq the relay has (cumulative or selective), None if none."""
 
     next_seq: int
     newly_acked_bytes: int
     rtt_s: float | None
+    newest_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,7 +568,9 @@ class UplinkSender:
         self._last_ack_time = now
         self._relay_buffer_ms = msg.buffer_ms
         self._relay_arrival_kbps = msg.arrival_kbps
-        return Acked(next_seq=msg.next_seq, newly_acked_bytes=newly, rtt_s=rtt_s)
+        newest = max([msg.next_seq - 1] + [end - 1 for _, end in msg.sack_ranges])
+        return Acked(next_seq=msg.next_seq, newly_acked_bytes=newly, rtt_s=rtt_s,
+                     newest_seq=newest if newest >= 0 else None)
 
     def _advance_low(self, to: int) -> tuple[int, float | None]:
         """Drop every held seq below `to`; returns (bytes newly acked, newest RTT send time)."""

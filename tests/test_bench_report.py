@@ -94,9 +94,8 @@ def test_floor_bound_and_what_the_run_lost_beyond_it_are_shown_and_totalled() ->
                     floor_kbps=214.0, floor_bound_interruption_s=4.2),
     ]
     text = render_report(results, title="t", command_line="c")
-    rows = [line for line in text.splitlines() if line.startswith("| steady")]
-    first = [c.strip() for c in rows[0].strip().strip("|").split("|")]
-    second = [c.strip() for c in rows[1].strip().strip("|").split("|")]
+    first = table_row(text[text.index("## a"):], "steady")
+    second = table_row(text[text.index("## b"):], "steady")
     assert first[8:10] == ["7.5", "1.5"]
     assert second[8:10] == ["4.2", "0.0"]  # under the bound is rounding, never negative
     (summary,) = summarize(results)

@@ -22,6 +22,11 @@ the very classes production runs, the way production drives them:
 
 The model, where there are no production classes:
 
+- **Start.** Second 0 of the trace is second 0 of the simulation. The sender starts capturing
+  at ``start_s`` (``SENDER_START_S`` = 1 s by default, where the real pipeline's encoder
+  starts: see ``benchmarks.real``) and connects after a handshake of two round trips, as
+  ``encoder.client`` starts its capture loop and then connects. The relay anchors its output
+  at the first unit's arrival, so the delay viewers get is ``buffer_ms`` plus that start-up.
 - **Encoder.** Video frames every 1/fps on the sim clock (capture time = the clock), through
   the production frame-rate governor (``encoder.frame_rate``) exactly as
   ``encoder.capture.CaptureLoop`` applies it (k-th frames kept, the encoder asked for k times
@@ -54,7 +59,7 @@ The model, where there are no production classes:
   follows the pipeline's on-air rule (a new one only after ``hold_s`` of slate).
 - **Platform.** What the relay outputs is what the platform shows (no platform-side player).
   The run is judged over ``[T0, T0 + duration_s)`` on the relay's output clock, T0 being when
-  the playout buffer makes media captured at 0 due. A moment is live while a fresh picture is
+  the playout buffer makes the first frame due. A moment is live while a fresh picture is
   on screen, for as long as it stays there if that is at most
   ``benchmarks.platform_viewer.LIVE_HOLD_MAX_S`` (the viewer's rule: 10 fps is live video),
   else for one output frame; everything else (a frozen picture, slate, nothing) is
@@ -135,6 +140,16 @@ AAC_EXTRADATA = bytes([0x11, 0x88])  # AudioSpecificConfig: AAC LC, 48 kHz, mono
 SPOOL_MB = 1024 * 1024
 OUTPUT_FPS = OutputProfile().fps  # the relay's output clock
 END_MARGIN_S = 1.0  # simulated past the judged window so its last frames can show
+# The sender starts capturing this long after second 0 of the trace, as in the real pipeline:
+# benchmarks.real starts the emulator's trace clock right before launching the encoder, whose
+# first frame comes 1.0-1.2 s later (its runs report it). Starting at 0 would put the first
+# frames inside the initial gap many traces have (ATT-LTE-driving: 0.83 s), and the relay,
+# which anchors its output at the first unit's arrival, would give every simulated run ~1 s
+# more delay than a real one.
+SENDER_START_S = 1.0
+# the WebSocket connection is usable after the TCP handshake and the HTTP upgrade: two round
+# trips, four one-way delays (the handshake's few packets are not put through the trace)
+HANDSHAKE_ONE_WAY_TRIPS = 4
 BIN_S = 1.0  # the series' bin
 
 # event kinds; at equal times they run in this order
@@ -170,15 +185,17 @@ class SimUnit:
 class EncoderModel:
     """Frame and audio sizes from the target bitrate, as the capture loop and x264 make them.
 
-    ``frame(n, now)`` is the capture loop's iteration for captured frame ``n``: it applies the
+    ``frame(n, now)`` is the capture loop's iteration for captured frame ``n`` (captured at
+    ``start_s + n / fps`` on the simulation's clock): it applies the
     target through the frame-rate governor, encodes the frame if the governor keeps it, and
     adds the audio that became due. ``target_kbps`` and ``dense_keyframes`` are set by the
     client glue, as ``CaptureLoop.set_target_kbps`` / ``set_dense_keyframes``.
     """
 
     def __init__(self, fps: int, start_kbps: int, max_kbps: int, floor_kbps: int,
-                 seed: int) -> None:
+                 seed: int, start_s: float = 0.0) -> None:
         self.fps = fps
+        self._start_us = round(start_s * 1_000_000)  # capture time of frame 0
         self.governor = FrameRateGovernor(fps, floor_kbps)
         self.ceiling_kbps = max(start_kbps, max_kbps)
         self.target_kbps = start_kbps
@@ -217,7 +234,7 @@ class EncoderModel:
             self._rate_kbps = float(min(self.ceiling_kbps, kbps * max(1, step)))
             self._applied = (kbps, step)
         self._effective_kbps += (self._rate_kbps - self._effective_kbps) * self._lag
-        capture_us = round(n * 1_000_000 / fps)
+        capture_us = self._start_us + round(n * 1_000_000 / fps)
         units: list[SimUnit] = []
         if self.governor.keep(n):
             force = self.dense_keyframes and n - self._last_forced >= self._dense_gop
@@ -244,7 +261,8 @@ class EncoderModel:
             size = int(self._audio_bytes)
             self._audio_bytes -= size
             units.append(SimUnit(AUDIO_TRACK_ID, True, pts, pts,
-                                 round(pts * 1_000_000 / AUDIO_SAMPLE_RATE), size))
+                                 self._start_us + round(pts * 1_000_000 / AUDIO_SAMPLE_RATE),
+                                 size))
         self.frames_captured = n + 1
         return units
 
@@ -314,8 +332,10 @@ class _Simulation:
     def __init__(self, trace: Trace, abr: str, *, duration_s: float, buffer_ms: int,
                  outages: list[Outage], delay_ms: float, queue_packets: int | None,
                  start_kbps: int, min_kbps: int, max_kbps: int, fps: int, seed: int,
-                 width: int, height: int, fps_floor_kbps: int | None) -> None:
+                 width: int, height: int, fps_floor_kbps: int | None,
+                 start_s: float) -> None:
         self.trace = trace
+        self.start_s = start_s
         self.abr_name = abr
         self.duration_s = duration_s
         self.buffer_ms = buffer_ms
@@ -340,7 +360,7 @@ class _Simulation:
         # sender side, as encoder.client builds it
         self.encoder = EncoderModel(fps, start_kbps, max_kbps,
                                     fps_floor_kbps or default_floor_kbps(width, height, fps),
-                                    seed)
+                                    seed, start_s)
         # the client's spool holds SPOOL_MEMORY_MB_DEFAULT in memory, then spills up to
         # SPOOL_DISK_MB_DEFAULT to a file; the simulation keeps it all in memory (no I/O),
         # with the same total before SpoolFull
@@ -621,7 +641,8 @@ class _Simulation:
         self.generation += 1
         self.backoff_s = (RECONNECT_FIRST_S if self.backoff_s is None
                           else min(self.backoff_s * 2, RECONNECT_MAX_S))
-        self._schedule(self.now_ms + self.backoff_s * 1000 + 3 * self.delay_ms, _CONNECT)
+        self._schedule(self.now_ms + self.backoff_s * 1000
+                       + (1 + HANDSHAKE_ONE_WAY_TRIPS) * self.delay_ms, _CONNECT)
 
     def _relay_tick(self, now_s: float) -> None:
         """One tick of the output clock (relay.pipeline.StreamPipeline._run)."""
@@ -657,12 +678,14 @@ class _Simulation:
     def run(self) -> RunResult:
         fps = self.fps
         frames = round(self.duration_s * fps)
-        self._schedule(0.0, _CONNECT)
-        self._schedule(0.0, _CAPTURE, 0)
-        self._schedule(UPDATE_INTERVAL_S * 1000, _CONTROL, 1)
+        start_ms = self.start_s * 1000
+        # the capture loop starts, then the client connects (encoder.client.run)
+        self._schedule(start_ms, _CAPTURE, 0)
+        self._schedule(start_ms + HANDSHAKE_ONE_WAY_TRIPS * self.delay_ms, _CONNECT)
+        self._schedule(start_ms + UPDATE_INTERVAL_S * 1000, _CONTROL, 1)
         tick_ms = 1000 / OUTPUT_FPS
         tick_start_ms: float | None = None
-        end_ms = (self.buffer_ms / 1000 + self.duration_s + END_MARGIN_S) * 1000
+        end_ms = (self.start_s + self.buffer_ms / 1000 + self.duration_s + END_MARGIN_S) * 1000
         events = self.events
         downlink = self.downlink
         t_up = t_down = math.inf
@@ -689,10 +712,11 @@ class _Simulation:
             if kind == _CAPTURE:
                 self._push(self.encoder.frame(arg, now_s), now_s)
                 if arg + 1 < frames:
-                    self._schedule((arg + 1) * 1000 / fps, _CAPTURE, arg + 1)
+                    self._schedule(start_ms + (arg + 1) * 1000 / fps, _CAPTURE, arg + 1)
             elif kind == _CONTROL:
                 self._control(now_s)
-                self._schedule((arg + 1) * UPDATE_INTERVAL_S * 1000, _CONTROL, arg + 1)
+                self._schedule(start_ms + (arg + 1) * UPDATE_INTERVAL_S * 1000, _CONTROL,
+                               arg + 1)
             elif kind == _RELAY_TICK:
                 if tick_start_ms is None:
                     tick_start_ms = t
@@ -823,16 +847,19 @@ def simulate(trace: Trace, abr: str, *, duration_s: float = 300.0, buffer_ms: in
              queue_packets: int | None = QUEUE_PACKETS_DEFAULT, start_kbps: int = 800,
              min_kbps: int = 150, max_kbps: int = 2500, fps: int = 30, seed: int = 0,
              width: int = WIDTH_DEFAULT, height: int = HEIGHT_DEFAULT,
-             fps_floor_kbps: int | None = None) -> RunResult:
+             fps_floor_kbps: int | None = None, start_s: float = SENDER_START_S) -> RunResult:
     """Simulate one live session of ``duration_s`` over ``trace`` (already scaled) with the
     ``outages`` overlaid, the ABR controller ``abr`` and a relay buffer of ``buffer_ms``.
-    Deterministic: the same arguments give the same result. See the module docstring."""
+    The sender starts at trace second ``start_s``. Deterministic: the same arguments give
+    the same result. See the module docstring."""
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise SimError(f"simulate: duration_s={duration_s!r} must be > 0")
     if buffer_ms < 0:
         raise SimError(f"simulate: buffer_ms={buffer_ms!r} must be >= 0")
     if fps <= 0:
         raise SimError(f"simulate: fps={fps!r} must be > 0")
+    if not (math.isfinite(start_s) and start_s >= 0):
+        raise SimError(f"simulate: start_s={start_s!r} must be >= 0")
     if trace.opportunities_ms.size == 0:
         raise SimError(f"simulate: trace {trace.name!r} has no delivery opportunity")
     try:
@@ -840,7 +867,8 @@ def simulate(trace: Trace, abr: str, *, duration_s: float = 300.0, buffer_ms: in
                           outages=list(outages or []), delay_ms=delay_ms,
                           queue_packets=queue_packets, start_kbps=start_kbps,
                           min_kbps=min_kbps, max_kbps=max_kbps, fps=fps, seed=seed,
-                          width=width, height=height, fps_floor_kbps=fps_floor_kbps)
+                          width=width, height=height, fps_floor_kbps=fps_floor_kbps,
+                          start_s=float(start_s))
     except ValueError as exc:
         if isinstance(exc, SimError):
             raise

@@ -7,10 +7,22 @@ Changing the bitrate of the running encoder without a new keyframe (``set_kbps``
 through FFmpeg, picks up a new ``bit_rate`` before the next frame (x264_encoder_reconfig),
 but only with VBV on, and in x264's plain ABR mode (bitrate below maxrate) its rate control
 aims at the average over the whole session so far, so a change barely shows for minutes.
-Opened in CBR mode (``bit_rate`` = maxrate = bufsize at open, then lowered at once), x264's
-rate control forgets the past quickly and a new bitrate holds within about a second
-(measured: 1500 -> 400 kbit/s settles in 1 to 1.5 s, tests/test_av_encoder_rate.py).
-maxrate stays at the session's ceiling (PyAV cannot write rc_max_rate after open).
+Opened in CBR mode (``bit_rate`` = maxrate at open, then lowered at once), x264's rate
+control forgets the past quickly and a new bitrate holds within about a second (measured:
+1500 -> 400 kbit/s settles in 1 to 1.5 s, tests/test_av_encoder_rate.py). maxrate and the
+VBV buffer stay as opened (PyAV cannot write rc_max_rate or rc_buffer_size after open).
+
+The VBV buffer is ``VBV_BUFFER_S`` at the ceiling (a quarter of a second: 1 s at a quarter
+of the ceiling), not a second of it. x264 lowered below maxrate aims at its average bitrate,
+and a buffer of a second at the 2500 kbit/s ceiling is 16 s at the 150 kbit/s floor: after a
+stretch where the picture needed less than the target, a drop of the target was followed by
+seconds at 3-4 times the new rate, paying back the shortfall (1000 -> 150 kbit/s at
+640x360: 560 and 620 kbit/s in the two seconds after it, 4.3 Mbit over the model's lag in a
+140 s schedule of steps) exactly when the link is failing. With the smaller buffer the two
+seconds after that drop carry 100-150 kbit/s, and the excess falls to 1.6 Mbit
+(``benchmarks/encoder_rate.py``). The price: at high bitrates keyframes come out smaller
+(keyframe/P-frame size 1.9 instead of 3.8 at 1500 kbit/s, 640x360), so the picture pulses a
+little at each keyframe.
 
 x264 budgets bits per frame from the nominal frame rate, not from timestamps, so when the
 frame-rate governor keeps every k-th frame the encoder is asked for k times the bitrate.
@@ -31,6 +43,7 @@ from uplink import Codec, TrackConfig, TrackKind
 VIDEO_TRACK_ID = 0
 AUDIO_TRACK_ID = 1
 AAC_FRAME_SAMPLES = 1024
+VBV_BUFFER_S = 0.25  # x264's VBV buffer, in seconds at the ceiling bitrate (see above)
 
 
 @dataclass(frozen=True)
@@ -46,7 +59,10 @@ class EncodedUnit:
 class MediaEncoder:
     def __init__(self, width: int, height: int, fps: int, kbps: int, keyframe_s: float,
                  sample_rate: int, audio_kbps: int, preset: str = "veryfast",
-                 max_kbps: int | None = None, epoch_us: int = 0) -> None:
+                 max_kbps: int | None = None, epoch_us: int = 0,
+                 vbv_buffer_s: float = VBV_BUFFER_S) -> None:
+        if not vbv_buffer_s > 0:
+            raise ValueError(f"MediaEncoder: vbv_buffer_s must be > 0, got {vbv_buffer_s!r}")
         self.fps = fps
         self.epoch_us = epoch_us  # wall-clock capture time of audio sample 0
         self.sample_rate = sample_rate
@@ -60,7 +76,8 @@ class MediaEncoder:
         gop = max(1, round(fps * keyframe_s))
         v.options = {"preset": preset, "tune": "zerolatency", "g": str(gop),
                      "keyint_min": str(gop), "sc_threshold": "0",
-                     "maxrate": f"{ceiling}k", "bufsize": f"{ceiling}k"}
+                     "maxrate": f"{ceiling}k",
+                     "bufsize": f"{max(1, round(ceiling * vbv_buffer_s))}k"}
         v.open()
         v.bit_rate = kbps * 1000
         a = CodecContext.create("aac", "w")

@@ -1,9 +1,11 @@
 """The running libx264 encoder follows a new bitrate within about a second, with no extra
-keyframe, and keeps the bitrate when only every k-th frame is encoded."""
+keyframe, keeps the bitrate when only every k-th frame is encoded, and does not pay back a
+shortfall after a drop."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from encoder.av_encoder import VIDEO_TRACK_ID, MediaEncoder
 from encoder.testpattern import TestPattern
@@ -80,3 +82,36 @@ def test_forced_keyframe_is_an_idr_where_asked() -> None:
     keyframes += [u.pts for u in enc.flush() if u.keyframe]
     assert forced <= set(keyframes), keyframes
     assert keyframes[0] == 0
+
+
+def test_a_drop_after_a_stretch_below_target_is_not_paid_back() -> None:
+    # x264 lowered below maxrate aims at its average bitrate: after a stretch where the
+    # picture needed less than the target, a big VBV buffer let it follow a drop with
+    # seconds at several times the new rate (603 and 435 kbit/s for 150 here with a buffer
+    # of a second at the ceiling); the small buffer (VBV_BUFFER_S) keeps the drop a drop
+    w, h, fps = 320, 180, 15
+    enc = MediaEncoder(w, h, fps, 1000, GOP_S, 48000, 64, "ultrafast", max_kbps=2000)
+    pattern = TestPattern(w, h, fps, "rate")
+    schedule = [(0, 1000), (20, 150), (30, 1000), (50, 150)]
+    sizes: dict[int, int] = {}
+    current = None
+    for n in range(56 * fps):
+        kbps = [k for start, k in schedule if n / fps >= start][-1]
+        if kbps != current:
+            enc.set_kbps(kbps)
+            current = kbps
+        for u in enc.encode_video(pattern.video_frame(n, n * 66), n, 0):
+            sizes[u.pts] = len(u.payload)
+
+    def kbps_in(t0: float, t1: float) -> float:
+        total = sum(b for pts, b in sizes.items() if t0 * fps <= pts < t1 * fps)
+        return total * 8 / 1000 / (t1 - t0)
+
+    assert kbps_in(46, 50) > 700  # the stretch before the drop: near its 1000 target
+    assert kbps_in(51, 53) < 1.5 * 150  # the two seconds after the drop
+    assert kbps_in(53, 56) < 1.5 * 150
+
+
+def test_the_vbv_buffer_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="vbv_buffer_s"):
+        MediaEncoder(W, H, FPS, 600, GOP_S, 48000, 64, "ultrafast", vbv_buffer_s=0)

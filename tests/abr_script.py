@@ -64,12 +64,13 @@ def steps(*phases: tuple[float, float]) -> Callable[[float], float]:
 def run(controller: AbrController, capacity: Callable[[float], float], duration_s: float,
         *, rtt_s: float = 0.08, audio_kbps: float = 64.0, step_s: float = 0.02,
         connected: Callable[[float], bool] | None = None,
-        rtt_includes_queue: bool = False) -> Trace:
+        rtt_includes_queue: bool = False, clock_origin_s: float = 0.0) -> Trace:
     """Drive `controller` for `duration_s` behind `capacity`; returns the decisions.
 
     With `rtt_includes_queue` a chunk counts as sent when it was produced, so every RTT
     sample carries the queueing delay (a sender whose queue sits in the network, not in its
-    own buffer)."""
+    own buffer). The controller's clock reads `clock_origin_s` at the start (production passes
+    time.monotonic(), which is far from 0)."""
     queue: deque[_Chunk] = deque()  # not yet fully carried
     in_flight: deque[tuple[float, _Chunk]] = deque()  # (ack time, chunk) carried, ACK pending
     pending_acks: list[AckSample] = []
@@ -104,7 +105,8 @@ def run(controller: AbrController, capacity: Callable[[float], float], duration_
             ack_t, c = in_flight.popleft()
             acked_total += c.size
             last_ack = ack_t
-            sample = AckSample(acked_at=ack_t, acked_bytes=c.size, sent_at=c.sent_at)
+            sample = AckSample(acked_at=ack_t + clock_origin_s, acked_bytes=c.size,
+                               sent_at=None if c.sent_at is None else c.sent_at + clock_origin_s)
             pending_acks.append(sample)
             rtt = sample.rtt_s or 0.0
             srtt = rtt if srtt is None else srtt + 0.125 * (rtt - srtt)
@@ -119,10 +121,12 @@ def run(controller: AbrController, capacity: Callable[[float], float], duration_
                 backlog_ms=round((t - oldest) * 1000),
                 unsent_bytes=sum(c.left for c in queue),
                 unsent_ms=round((t - oldest_unsent) * 1000),
-                srtt_s=srtt, last_ack_time=last_ack, relay_buffer_ms=5000,
+                srtt_s=srtt,
+                last_ack_time=None if last_ack is None else last_ack + clock_origin_s,
+                relay_buffer_ms=5000,
                 relay_arrival_kbps=None, target_kbps=kbps, acks=tuple(pending_acks))
             pending_acks = []
-            kbps = controller.update(obs, now=t)
+            kbps = controller.update(obs, now=t + clock_origin_s)
             trace.t.append(t)
             trace.kbps.append(kbps)
             trace.capacity_kbps.append(capacity(t) if up else 0.0)

@@ -9,10 +9,13 @@ as it comes), and the rate it measures while that queue exists is the link's, no
 
 At each update, in order:
 
-1. **Outage** - the transport is down, or ACKs stopped for ``STALL_S`` (or ``STALL_RTTS``
+1. **Outage** - the transport went down, or ACKs stopped for ``STALL_S`` (or ``STALL_RTTS``
    smoothed RTTs) while media is outstanding: the bitrate drops at once to ``OUTAGE_SHARE`` of
    the link estimate, so what is spooled during the outage is small and is caught up quickly
-   when the link returns. The link estimate is left as it was (it survives the outage).
+   when the link returns. The link estimate is left as it was (it survives the outage). Before
+   the first connection is up there is no outage, only a start: the client captures while it
+   connects, and taking the handshake for an outage cut every stream to the floor in its
+   first second, to climb back over the next ten.
 2. **Queue control** - the video bitrate is ``gain`` x link estimate - audio, with
    ``gain = 1 + QUEUE_GAIN x (QUEUE_TARGET_MS - queue) / QUEUE_TARGET_MS`` kept within
    ``[GAIN_MIN, GAIN_MAX]``: below the target queue it sends a little more than the link
@@ -100,6 +103,7 @@ class SteadyController(AbrController):
         self._rtts: deque[tuple[float, float]] = deque()  # (acked_at, rtt_s), increasing rtt
         self._queue: deque[tuple[float, float]] = deque()  # (now, queue_ms), increasing queue
         self._prev_now: float | None = None
+        self._ever_connected = False  # a connection was up: from then on, down is an outage
         self._base_seen_at = 0.0  # when an RTT sample last came near the base RTT
         self._refresh_until = 0.0
         self._state = "start"
@@ -115,6 +119,7 @@ class SteadyController(AbrController):
     def update(self, obs: Observation, *, now: float) -> int:
         dt = 0.0 if self._prev_now is None else max(0.0, now - self._prev_now)
         self._prev_now = now
+        self._ever_connected = self._ever_connected or obs.connected
         audio = self.limits.audio_kbps
         rate = self._delivery_kbps(obs, now)
         queue_ms = self._standing_queue_ms(obs, now)
@@ -196,7 +201,7 @@ class SteadyController(AbrController):
 
     def _stalled(self, obs: Observation, now: float) -> bool:
         if not obs.connected:
-            return True
+            return self._ever_connected
         if obs.backlog_bytes == 0 or obs.last_ack_time is None:
             return False
         return now - obs.last_ack_time > max(STALL_S, STALL_RTTS * (obs.srtt_s or 0.0))

@@ -22,10 +22,9 @@ The decisions:
   forces. What it skipped follows as backfill.
 - **The relay's delay as the media sees it** (``effective_delay_ms``): the relay schedules
   media ``D`` after the *arrival* of the session's first unit (it cannot read the sender's
-  clock), so capture to output is ``D`` plus the start-up latency: 1.0-1.2 s in the
-  simulator's T-Mobile and ATT runs (they start in the traces' initial gaps), less in the
-  real pipeline's, more on a link that starts in an outage. Measured from
-  every ACK as the relay's buffer level plus the age of the newest media it holds when the ACK
+  clock), so capture to output is ``D`` plus the start-up latency: about half a second in
+  the benchmark's T-Mobile and ATT runs, more on a link that starts in an outage. Measured
+  from every ACK as the relay's buffer level plus the age of the newest media it holds when the ACK
   left (each error makes the sample smaller, never larger); the largest of the last
   ``DELAY_WINDOW_S`` of samples, within ``[D, D + DELAY_EXTRA_MAX_MS]``. Judged against ``D``
   alone, an outage a little shorter than the real delay threw away media the relay would still

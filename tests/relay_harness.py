@@ -12,6 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from benchmarks.local_services import stop_process as stop_process  # the tests' stop rule
 from benchmarks.platform_viewer import read_frame_codes
 
@@ -63,6 +65,16 @@ def frames_captured(summary: str) -> int:
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
+
+
+async def ws_handshake(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """(HTTP status, X-Steadycast-Error) of a WebSocket handshake: 101 and "" when accepted."""
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.ws_connect(url, headers=headers or {}):
+                return 101, ""
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status, (exc.headers or {}).get("X-Steadycast-Error", "")
 
 
 def frame_numbers(path: Path) -> list[int | None]:

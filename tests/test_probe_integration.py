@@ -31,6 +31,7 @@ from tests.relay_harness import (
     steadycast_cmd,
     stop_process,
     write_relay_config,
+    ws_handshake,
 )
 from tests.support import TcpProxy, free_port
 from uplink import CloseCode
@@ -160,15 +161,6 @@ def test_probe_reconnects_when_the_connection_drops(relay: RunningRelay) -> None
 
 
 # --- bad input ---------------------------------------------------------------------------------
-async def _ws_refusal(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        try:
-            async with http.ws_connect(url, headers=headers or {}):
-                return 101, ""
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status, (exc.headers or {}).get("X-Steadycast-Error", "")
-
-
 def _http(method: str, url: str, body: bytes | None = None,
           token: str | None = PROBE_TOKEN) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url, data=body, method=method)
@@ -184,13 +176,13 @@ def _http(method: str, url: str, body: bytes | None = None,
 
 def test_unauthorised_probes_are_refused_with_clear_errors(relay: RunningRelay) -> None:
     ws_url = f"ws://127.0.0.1:{relay.port}/probe"
-    status, reason = asyncio.run(_ws_refusal(ws_url))
+    status, reason = asyncio.run(ws_handshake(ws_url))
     assert status == 401 and "missing token" in reason and "probe_token" in reason
-    status, reason = asyncio.run(_ws_refusal(ws_url, {"Authorization": f"Bearer {WRONG_TOKEN}"}))
+    status, reason = asyncio.run(ws_handshake(ws_url, {"Authorization": f"Bearer {WRONG_TOKEN}"}))
     assert status == 403 and "wrong token" in reason and WRONG_TOKEN not in reason
     # both kinds of token are accepted, as a header or in the query
-    assert asyncio.run(_ws_refusal(f"{ws_url}?token={PROBE_TOKEN}"))[0] == 101
-    assert asyncio.run(_ws_refusal(ws_url, {"Authorization": f"Bearer {PUBLISH_TOKEN}"}))[0] == 101
+    assert asyncio.run(ws_handshake(f"{ws_url}?token={PROBE_TOKEN}"))[0] == 101
+    assert asyncio.run(ws_handshake(ws_url, {"Authorization": f"Bearer {PUBLISH_TOKEN}"}))[0] == 101
     api = f"{relay.url}/api/probes"
     status, body = _http("POST", api, b"{}", token=None)
     assert status == 401 and "missing token" in body["error"]

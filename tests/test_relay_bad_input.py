@@ -26,6 +26,7 @@ from tests.relay_harness import (
     steadycast_cmd,
     stop_process,
     write_relay_config,
+    ws_handshake,
 )
 from tests.support import free_port
 from uplink import CloseCode, Hello, encode
@@ -35,15 +36,6 @@ pytestmark = pytest.mark.integration
 GOOD_TOKEN = "good-token-for-farm1-7781"
 OTHER_TOKEN = "other-token-for-farm2-4432"
 DEST_KEY = "platform-stream-key-5555"
-
-
-async def _ws_status(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        try:
-            async with http.ws_connect(url, headers=headers or {}):
-                return 101, ""
-        except aiohttp.WSServerHandshakeError as exc:
-            return exc.status, (exc.headers or {}).get("X-Steadycast-Error", "")
 
 
 async def _send_and_get_close(url: str, token: str, payloads: list[bytes | str]) -> int | None:
@@ -99,13 +91,13 @@ token = "{OTHER_TOKEN}"
 
         async def attacks() -> dict[str, object]:
             r: dict[str, object] = {}
-            r["wrong_token"] = await _ws_status(f"{base}/farm1",
+            r["wrong_token"] = await ws_handshake(f"{base}/farm1",
                                                 {"Authorization": "Bearer nope-nope-nope"})
-            r["wrong_token_query"] = await _ws_status(f"{base}/farm1?token=nope")
-            r["other_streams_token"] = await _ws_status(
+            r["wrong_token_query"] = await ws_handshake(f"{base}/farm1?token=nope")
+            r["other_streams_token"] = await ws_handshake(
                 f"{base}/farm1", {"Authorization": f"Bearer {OTHER_TOKEN}"})
-            r["no_token"] = await _ws_status(f"{base}/farm1")
-            r["unknown_stream"] = await _ws_status(f"{base}/nosuch",
+            r["no_token"] = await ws_handshake(f"{base}/farm1")
+            r["unknown_stream"] = await ws_handshake(f"{base}/nosuch",
                                                    {"Authorization": f"Bearer {GOOD_TOKEN}"})
             r["plain_get"] = await _http_body(f"http://127.0.0.1:{port}/ingest/farm2")
             # authenticated on farm2, then protocol garbage: each closes that connection only

@@ -16,7 +16,7 @@ side by side in one run. For each it prints:
 - keyframe/P-frame size at steady 300, 800 and 1500 kbit/s (smaller = flatter keyframes,
   what a small buffer costs in picture quality).
 
-Encoding is CPU work (about 10 s per buffer size at 640x360 with ``--preset veryfast``).
+Encoding is CPU work (about 30 s per buffer size at 640x360 with ``--preset veryfast``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ side by side in one run. For each it prints:
 
 - the kbit/s produced in the seconds after each drop, against the target;
 - ``excess Mbit``: bits produced above the simulator's model of the encoder (the target
-  through a first-order lag of ``benchmarks.sim.VBV_TAU_S``), summed over the schedule:
+  through the first-order lags of ``benchmarks.sim.follow_kbps``), summed over the schedule:
   media that waits in the sender's queue when the link is failing;
 - ``mean |error|``: mean relative error of each second's bitrate against that model;
 - keyframe/P-frame size at steady 300, 800 and 1500 kbit/s (smaller = flatter keyframes,
@@ -22,12 +22,11 @@ Encoding is CPU work (about 30 s per buffer size at 640x360 with ``--preset very
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 
-from benchmarks.sim import VBV_TAU_S
+from benchmarks.sim import follow_kbps
 from encoder.av_encoder import VBV_BUFFER_S, VIDEO_TRACK_ID, MediaEncoder
 from encoder.testpattern import TestPattern
 
@@ -76,14 +75,13 @@ def _per_second_kbps(sizes: dict[int, int], fps: int, seconds: int) -> list[floa
 
 
 def _model_kbps(fps: int, seconds: int) -> list[float]:
-    """Each second's mean of the target through the simulator's first-order lag."""
-    lag = 1.0 - math.exp(-1.0 / (fps * VBV_TAU_S))
+    """Each second's mean of the target through the simulator's model of the encoder."""
     rate = float(_target(0))
     out = []
     for s in range(seconds):
         total = 0.0
         for n in range(s * fps, (s + 1) * fps):
-            rate += (_target(n / fps) - rate) * lag
+            rate = follow_kbps(rate, _target(n / fps), fps)
             total += rate
         out.append(total / fps)
     return out

@@ -24,6 +24,7 @@ from benchmarks.sim import (
     EncoderModel,
     SimError,
     SimUnit,
+    follow_kbps,
     live_seconds,
     simulate,
 )
@@ -86,6 +87,18 @@ def test_encoder_model_follows_a_new_bitrate_like_x264() -> None:
     assert 400 < _video_kbps(units, 3.5, 4.5) < 0.8 * before
     assert _video_kbps(units, 4.5, 5.5) < 1.3 * 400
     assert _video_kbps(units, 5.5, 8.0) == pytest.approx(400, rel=0.15)
+
+
+def test_encoder_model_rises_slower_than_it_falls_like_x264() -> None:
+    # at 640x360, 15 fps libx264 reached about a third of a 2x step up in its first second
+    # (benchmarks/sim.py's docstring); the same model falls to the new rate within a second
+    model = EncoderModel(FPS, start_kbps=600, max_kbps=2500, floor_kbps=100, seed=6)
+    units = _encode(model, 10.0, change=(3.5, 1200))
+    first = _video_kbps(units, 3.5, 4.5)
+    assert 600 < first < 600 + 0.5 * 600  # less than half the step in the first second
+    assert _video_kbps(units, 4.5, 5.5) > first
+    assert _video_kbps(units, 6.5, 10.0) == pytest.approx(1200, rel=0.12)
+    assert follow_kbps(600, 1200, FPS) - 600 < 1200 - follow_kbps(1200, 600, FPS)
 
 
 def test_encoder_model_below_the_floor_sends_every_other_frame_at_the_target() -> None:

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from benchmarks.sim import follow_kbps
 from encoder.abr import UPDATE_INTERVAL_S, AbrController, AckSample, Observation
 
 
@@ -64,13 +65,16 @@ def steps(*phases: tuple[float, float]) -> Callable[[float], float]:
 def run(controller: AbrController, capacity: Callable[[float], float], duration_s: float,
         *, rtt_s: float = 0.08, audio_kbps: float = 64.0, step_s: float = 0.02,
         connected: Callable[[float], bool] | None = None,
-        rtt_includes_queue: bool = False, clock_origin_s: float = 0.0) -> Trace:
+        rtt_includes_queue: bool = False, clock_origin_s: float = 0.0,
+        x264_lag: bool = False) -> Trace:
     """Drive `controller` for `duration_s` behind `capacity`; returns the decisions.
 
     With `rtt_includes_queue` a chunk counts as sent when it was produced, so every RTT
     sample carries the queueing delay (a sender whose queue sits in the network, not in its
     own buffer). The controller's clock reads `clock_origin_s` at the start (production passes
-    time.monotonic(), which is far from 0)."""
+    time.monotonic(), which is far from 0). With `x264_lag` the encoder makes what the
+    simulator's model of libx264 makes (benchmarks.sim.follow_kbps: slower up than down)
+    instead of the bitrate at once."""
     queue: deque[_Chunk] = deque()  # not yet fully carried
     in_flight: deque[tuple[float, _Chunk]] = deque()  # (ack time, chunk) carried, ACK pending
     pending_acks: list[AckSample] = []
@@ -78,6 +82,7 @@ def run(controller: AbrController, capacity: Callable[[float], float], duration_
     last_ack: float | None = None
     srtt: float | None = None
     kbps = controller.limits.start_kbps
+    produced_kbps = float(kbps)
     trace = Trace()
     next_update = 0.0
     t = 0.0
@@ -85,7 +90,8 @@ def run(controller: AbrController, capacity: Callable[[float], float], duration_
     for i in range(n_steps):
         t = i * step_s
         up = connected(t) if connected else True
-        size = max(1, round((kbps + audio_kbps) * 1000 / 8 * step_s))
+        produced_kbps = follow_kbps(produced_kbps, kbps, 1 / step_s) if x264_lag else kbps
+        size = max(1, round((produced_kbps + audio_kbps) * 1000 / 8 * step_s))
         queue.append(_Chunk(size, t, size))
         budget = capacity(t) * 1000 / 8 * step_s if up else 0.0
         while queue and budget > 0:

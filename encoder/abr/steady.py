@@ -54,7 +54,7 @@ An encoder that makes less than its target (an easy picture) cannot probe: while
 carries less than ``FILLED_SHARE`` of the target, the gain stays at most 1, so the target does
 not float above what the link has shown it carries. The target compared is the lowest of the
 last ``RATE_WINDOW_S + ENCODER_RISE_S``: libx264 falls to a lower bitrate within about half
-a second but rises to a higher one with a time constant of about 1.5 s
+a second but rises to a higher one with a time constant of 1-1.5 s
 (``benchmarks.sim.VBV_TAU_UP_S``), so during a climb the bytes in the rate window were made
 under older, lower targets, and comparing them with the newest one took every climb for an
 easy picture and stopped it.

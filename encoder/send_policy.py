@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from encoder.abr import AckSample, Observation
 from monitor.dropout import DropoutDetector, DropoutEvent
 from uplink import MAX_SACK_RANGES, Acked, UplinkSender
+from uplink.window import WindowedExtreme
 
 SEND_BATCH_BYTES = 256 * 1024  # the writer hands at most this much to the transport at once
 STATS_INTERVAL_S = 1.0  # a STATS message (backlog, target bitrate) this often while connected
@@ -92,8 +93,7 @@ class SendPolicy:
         self._newest_capture_us = 0
         self._captures: deque[int] = deque(maxlen=UNITS_KEPT)  # capture_us of seqs
         self._captures_end = 0  # the seq after the newest in _captures
-        # (ACK time, sample ms), samples decreasing: the window's largest is the first
-        self._delay_samples: deque[tuple[float, int]] = deque()
+        self._delay_samples = WindowedExtreme[int](DELAY_WINDOW_S, largest=True)  # ACK time
 
     # --- inputs ---------------------------------------------------------------------------
     def note_unit(self, seq: int, track_id: int, keyframe: bool, capture_time_us: int) -> None:
@@ -143,12 +143,7 @@ class SendPolicy:
             return
         relay_time_s = wall - event.rtt_s  # at the earliest
         sample_ms = round(level_ms + relay_time_s * 1000 - self._captures[index] / 1000)
-        samples = self._delay_samples
-        while samples and samples[-1][1] <= sample_ms:
-            samples.pop()
-        samples.append((wall, sample_ms))
-        while samples[0][0] < wall - DELAY_WINDOW_S:
-            samples.popleft()
+        self._delay_samples.update(wall, sample_ms)
 
     # --- decisions --------------------------------------------------------------------------
     @property
@@ -158,9 +153,9 @@ class SendPolicy:
         configured = self.sender.relay_delay_ms
         if configured is None:
             return None
-        if not self._delay_samples:
+        measured = self._delay_samples.value
+        if measured is None:
             return configured
-        measured = self._delay_samples[0][1]
         return max(configured, min(measured, configured + DELAY_EXTRA_MAX_MS))
 
     @property

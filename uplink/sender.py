@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from .errors import CloseCode, ProtocolError, truncate_utf8
 from .spool import Spool
+from .window import WindowedExtreme
 from .wire import (
     MAX_BYE_REASON_BYTES,
     MEDIA_HEADER_BYTES,
@@ -143,7 +144,7 @@ class UplinkSender:
         self._acked_bytes_total = 0
         self._retransmitted_bytes_total = 0
         self._srtt_s: float | None = None
-        self._rtt_mins: deque[tuple[float, float]] = deque()  # (now, rtt_s), increasing rtt
+        self._min_rtt = WindowedExtreme[float](MIN_RTT_WINDOW_S)
         self._last_ack_time: float | None = None
         self._relay_buffer_ms: int | None = None
         self._relay_delay_ms: int | None = None
@@ -453,7 +454,7 @@ class UplinkSender:
     def min_rtt_s(self) -> float | None:
         """The lowest RTT sample of the last MIN_RTT_WINDOW_S (at the last ACK): the path's
         RTT without a queue, as near as the sender can tell; None before a sample."""
-        return self._rtt_mins[0][1] if self._rtt_mins else None
+        return self._min_rtt.value
 
     @property
     def last_ack_time(self) -> float | None:
@@ -559,12 +560,7 @@ class UplinkSender:
                 self._srtt_s = rtt_s
             else:
                 self._srtt_s += RTT_GAIN * (rtt_s - self._srtt_s)
-            mins = self._rtt_mins
-            while mins and mins[-1][1] >= rtt_s:
-                mins.pop()
-            mins.append((now, rtt_s))
-            while mins[0][0] < now - MIN_RTT_WINDOW_S:
-                mins.popleft()
+            self._min_rtt.update(now, rtt_s)
         self._last_ack_time = now
         self._relay_buffer_ms = msg.buffer_ms
         self._relay_arrival_kbps = msg.arrival_kbps

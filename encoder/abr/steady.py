@@ -72,6 +72,7 @@ from collections import deque
 
 from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
+from uplink.window import WindowedExtreme
 
 QUEUE_TARGET_MS = 250  # standing queue kept behind the link (well inside the relay's buffer)
 QUEUE_GAIN = 0.2  # gain change per QUEUE_TARGET_MS of queue error
@@ -108,14 +109,14 @@ class SteadyController(AbrController):
         self._acks: deque[tuple[float, int]] = deque()  # (acked_at, bytes) in the window
         self._acked_in_window = 0
         self._window_start: float | None = None  # first ACK of the continuous ACK stream
-        self._rtts: deque[tuple[float, float]] = deque()  # (acked_at, rtt_s), increasing rtt
-        self._queue: deque[tuple[float, float]] = deque()  # (now, queue_ms), increasing queue
+        self._base_rtt = WindowedExtreme[float](BASE_RTT_WINDOW_S)  # by acked_at, rtt_s
+        self._queue = WindowedExtreme[float](QUEUE_WINDOW_S)  # standing queue ms
         self._prev_now: float | None = None
         self._ever_connected = False  # a connection was up: from then on, down is an outage
         self._base_seen_at = 0.0  # when an RTT sample last came near the base RTT
         self._refresh_until = 0.0
         self._state = "start"
-        self._asked: deque[tuple[float, float]] = deque()  # (now, _out), increasing _out
+        self._asked = WindowedExtreme[float](RATE_WINDOW_S + ENCODER_RISE_S)  # _out
 
     @property
     def estimate_kbps(self) -> float | None:
@@ -184,24 +185,17 @@ class SteadyController(AbrController):
     def _lowest_target(self, now: float) -> float:
         """The lowest target of the last RATE_WINDOW_S + ENCODER_RISE_S (what the bytes
         in the rate window were made under, at the least)."""
-        while self._asked and self._asked[-1][1] >= self._out:
-            self._asked.pop()
-        self._asked.append((now, self._out))
-        while self._asked[0][0] < now - RATE_WINDOW_S - ENCODER_RISE_S:
-            self._asked.popleft()
-        return self._asked[0][1]
+        return self._asked.update(now, self._out)
 
     def _standing_queue_ms(self, obs: Observation, now: float) -> float:
         for a in obs.acks:
             rtt = a.rtt_s
             if rtt is None:
                 continue
-            while self._rtts and self._rtts[-1][1] >= rtt:
-                self._rtts.pop()
-            self._rtts.append((a.acked_at, rtt))
-        while len(self._rtts) > 1 and self._rtts[0][0] < now - BASE_RTT_WINDOW_S:
-            self._rtts.popleft()
-        base_ms = 1000.0 * (self._rtts[0][1] if self._rtts else (obs.srtt_s or 0.0))
+            self._base_rtt.add(a.acked_at, rtt)
+        self._base_rtt.expire(now)
+        base_rtt_s = self._base_rtt.value
+        base_ms = 1000.0 * (base_rtt_s if base_rtt_s is not None else (obs.srtt_s or 0.0))
         if any(a.rtt_s is not None and 1000.0 * a.rtt_s <= base_ms + BASE_RTT_NEAR_MS
                for a in obs.acks):
             self._base_seen_at = now
@@ -212,12 +206,7 @@ class SteadyController(AbrController):
         queue_ms = max(0.0, backlog_ms - base_ms)
         if queue_ms > QUEUE_CONGESTED_MS:
             self._queue.clear()  # congestion, not a burst: act on it now
-        while self._queue and self._queue[-1][1] >= queue_ms:
-            self._queue.pop()
-        self._queue.append((now, queue_ms))
-        while self._queue[0][0] < now - QUEUE_WINDOW_S:
-            self._queue.popleft()
-        return self._queue[0][1]
+        return self._queue.update(now, queue_ms)
 
     def _stalled(self, obs: Observation, now: float) -> bool:
         if not obs.connected:

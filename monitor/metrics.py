@@ -25,6 +25,9 @@ class RelayMetrics:
                                           "Accepted ingest connections", s, registry=r)
         self.ingest_rejected = Counter(PREFIX + "ingest_rejected",
                                        "Refused ingest attempts", ["reason"], registry=r)
+        self.auth_throttled = Counter(PREFIX + "auth_throttled",
+                                      "Requests refused with 429: the address is locked out "
+                                      "after wrong credentials", ["endpoint"], registry=r)
         self.protocol_errors = Counter(PREFIX + "protocol_errors",
                                        "Connections closed for bad input", ["stream", "code"],
                                        registry=r)

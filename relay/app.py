@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,9 +26,16 @@ from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
 from relay import dashboard, probe
-from relay.responses import json_error, presented_token
+from relay.responses import (
+    json_error,
+    presented_token,
+    quiet_bad_requests,
+    token_matches,
+    too_many_attempts,
+)
 from relay.settings import RelaySettings
 from relay.stream import StreamRuntime
+from relay.throttle import CredentialThrottle
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,17 @@ class Relay:
         self.streams = {s.name: StreamRuntime(s, settings, self.metrics, self.events, self.store)
                         for s in settings.streams}
         self._ticker: asyncio.Task[None] | None = None
+        self._throttles: dict[str, CredentialThrottle] = {}
+
+    def throttle(self, scope: str) -> CredentialThrottle:
+        """The wrong-credential throttle of one secret: ``ingest:<stream>`` (that stream's
+        publish token), ``dashboard`` or ``probe``. Separate per secret, so that guessing one
+        never locks a right client of another out from behind the same address (a mobile
+        carrier's NAT); created on first use, for configured names only."""
+        throttle = self._throttles.get(scope)
+        if throttle is None:
+            throttle = self._throttles[scope] = CredentialThrottle()
+        return throttle
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick_forever())
@@ -82,17 +100,28 @@ async def ingest(request: web.Request) -> web.StreamResponse:
         log.warning("ingest refused from %s: unknown stream %r", peer, name[:64])
         return json_error(404, f"unknown stream {name[:64]!r}: this relay has no such stream "
                                 "in its config")
+    throttle = relay.throttle(f"ingest:{name}")
+    retry_after_s = throttle.allow(peer, time.monotonic())
+    if retry_after_s is not None:  # locked out: refused without looking at the token
+        relay.metrics.ingest_rejected.labels("throttled").inc()
+        relay.metrics.auth_throttled.labels("ingest").inc()
+        return too_many_attempts(retry_after_s, f"stream {name!r}")
     token = presented_token(request)
     if not token:
         relay.metrics.ingest_rejected.labels("missing_token").inc()
         log.warning("ingest refused from %s for stream %s: no publish token", peer, name)
         return json_error(401, "missing publish token: send 'Authorization: Bearer <token>' "
                                 "or ?token=<token>")
-    if not hmac.compare_digest(token.encode(), runtime.settings.token.encode()):
+    if not token_matches(token, runtime.settings.token):
         relay.metrics.ingest_rejected.labels("wrong_token").inc()
         relay.events.write("publish_rejected", stream=name, peer=peer, reason="wrong token")
         log.warning("ingest refused from %s for stream %s: wrong publish token", peer, name)
+        locked_s = throttle.failed(peer, time.monotonic())
+        if locked_s is not None:
+            log.warning("ingest from %s for stream %s: too many wrong tokens, locked out for "
+                        "%g s", peer, name, locked_s)
         return json_error(403, f"wrong publish token for stream {name!r}")
+    throttle.succeeded(peer, time.monotonic())
     ws = web.WebSocketResponse(max_msg_size=relay.settings.max_message_bytes + MESSAGE_SLACK_BYTES,
                                heartbeat=WS_HEARTBEAT_S)
     if not ws.can_prepare(request).ok:
@@ -122,6 +151,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def build_app(settings: RelaySettings) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
+    quiet_bad_requests()  # a request aiohttp's parser refuses: one line, no traceback
     relay = Relay(settings)
     app[RELAY_KEY] = relay
 

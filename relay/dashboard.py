@@ -11,7 +11,9 @@ Routes (added by :func:`add_routes`):
   probe results, 0 to 1000, default 200).
 
 Auth: HTTP Basic with ``[relay] dashboard_password`` (any user name), compared in constant
-time. No password configured: both routes answer 404 naming the config key. Nothing secret
+time. No password configured: both routes answer 404 naming the config key. After too many
+wrong passwords from one address, 429 with ``Retry-After`` (relay/throttle.py; missing or
+malformed credentials are not guesses and do not count). Nothing secret
 goes out: destinations are shown by name and URL without their stream key, and every text
 that could quote one (errors, causes) passes through the process-wide redactor.
 
@@ -37,7 +39,7 @@ from aiohttp import web
 
 from monitor.redact import REDACTOR
 from monitor.store import DropoutRow, ProbeRow
-from relay.responses import error_headers, json_error
+from relay.responses import error_headers, json_error, too_many_attempts
 
 if TYPE_CHECKING:
     from relay.app import Relay
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 PAGE_RESOURCE = ("static", "dashboard.html")
 REALM = "steadycast dashboard"
 PASSWORD_KEY = "[relay] dashboard_password"
+WRONG_PASSWORD = "wrong dashboard password"  # the one refusal that counts as a guess
 
 SINCE_S_DEFAULT = 24 * 3600.0
 SINCE_S_MAX = 7 * 24 * 3600.0
@@ -231,8 +234,8 @@ def check_basic_auth(header: str | None, password: str) -> str | None:
     _, sep, presented = decoded.partition(b":")
     if not sep:
         return "malformed Basic credentials: expected base64 of 'user:password'"
-    if not hmac.compare_digest(presented, password.encode()):
-        return "wrong dashboard password"
+    if not hmac.compare_digest(presented, password.encode("utf-8", "surrogateescape")):
+        return WRONG_PASSWORD
     return None
 
 
@@ -265,13 +268,24 @@ def add_routes(app: web.Application) -> None:
             if not password:
                 return _refuse(404, f"the dashboard is off: set {PASSWORD_KEY} in the relay "
                                     "config to turn it on", as_json)
+            peer = request.remote or "?"
+            throttle = relay.throttle("dashboard")
+            retry_after_s = throttle.allow(peer, time.monotonic())
+            if retry_after_s is not None:  # locked out: refused without a look at the password
+                relay.metrics.auth_throttled.labels("dashboard").inc()
+                return too_many_attempts(retry_after_s, "the dashboard", _SECURITY_HEADERS)
             reason = check_basic_auth(request.headers.get("Authorization"), password)
             if reason is not None:
                 if request.headers.get("Authorization"):
-                    log.warning("dashboard refused for %s: %s", request.remote or "?",
-                                reason)
+                    log.warning("dashboard refused for %s: %s", peer, reason)
+                if reason == WRONG_PASSWORD:
+                    locked_s = throttle.failed(peer, time.monotonic())
+                    if locked_s is not None:
+                        log.warning("dashboard from %s: too many wrong passwords, locked out "
+                                    "for %g s", peer, locked_s)
                 return _refuse(401, reason, as_json, {
                     "WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
+            throttle.succeeded(peer, time.monotonic())
             response: web.StreamResponse = await handler(request)
             return response
         return guard

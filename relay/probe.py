@@ -15,8 +15,9 @@ Routes (``add_routes``):
 
 Authentication on all three, like the ingest: ``Authorization: Bearer <token>`` or
 ``?token=<token>`` carrying the relay's ``probe_token`` or any stream's publish token. No
-token: 401; a wrong one: 403; the reason is in the JSON body and the ``X-Steadycast-Error``
-header; the token is never echoed or logged.
+token: 401; a wrong one: 403; after too many wrong ones from one address, 429 with
+``Retry-After`` (relay/throttle.py, one throttle for the three routes); the reason is in the
+JSON body and the ``X-Steadycast-Error`` header; the token is never echoed or logged.
 
 Probe messages (binary WebSocket messages; first byte the type, integers big-endian;
 encoded and parsed by ``monitor.probe_analysis``):
@@ -44,7 +45,6 @@ nothing for ``IDLE_TIMEOUT_S``; at most ``MAX_CONCURRENT_PROBES`` run at once (t
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -65,7 +65,7 @@ from monitor.probe_analysis import (
     validate_submission,
 )
 from relay import app as relay_app
-from relay.responses import json_error, presented_token
+from relay.responses import json_error, presented_token, token_matches, too_many_attempts
 from uplink import CloseCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,16 @@ class ProbeServerSession:
 
 # --- authentication --------------------------------------------------------------------------
 def _refusal(request: web.Request, what: str) -> web.Response | None:
-    """None when the request carries the probe token or a publish token, else the 401/403."""
+    """None when the request carries the probe token or a publish token, else the 401/403,
+    or 429 while the client's address is locked out after wrong tokens (relay/throttle.py;
+    one throttle for the three routes)."""
     relay = request.app[relay_app.RELAY_KEY]
     peer = request.remote or "?"
+    throttle = relay.throttle("probe")
+    retry_after_s = throttle.allow(peer, time.monotonic())
+    if retry_after_s is not None:  # locked out: refused without looking at the token
+        relay.metrics.auth_throttled.labels("probe").inc()
+        return too_many_attempts(retry_after_s, what)
     token = presented_token(request)
     if not token:
         log.warning("refused %s from %s: no token", what, peer)
@@ -141,14 +148,19 @@ def _refusal(request: web.Request, what: str) -> web.Response | None:
         return json_error(401, f"missing token for {what}: {TOKEN_HELP}")
     accepted = [relay.settings.probe_token] + [s.token for s in relay.settings.streams]
     ok = False
-    for secret in accepted:
-        if secret and hmac.compare_digest(token.encode(), secret.encode()):
+    for secret in accepted:  # every one compared, so the time does not tell which matched
+        if token_matches(token, secret):
             ok = True
     if not ok:
         log.warning("refused %s from %s: wrong token", what, peer)
         relay.events.write("probe_rejected", peer=peer, reason="wrong token", what=what)
+        locked_s = throttle.failed(peer, time.monotonic())
+        if locked_s is not None:
+            log.warning("%s from %s: too many wrong tokens, locked out for %g s", what, peer,
+                        locked_s)
         return json_error(403, f"wrong token for {what}: it is neither the relay's "
                                           "probe_token nor a stream's publish token")
+    throttle.succeeded(peer, time.monotonic())
     return None
 
 

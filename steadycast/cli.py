@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from monitor.redact import REDACTOR, install_log_redaction
 
 if TYPE_CHECKING:
     from encoder.client import EncodeSummary, UplinkClient
+    from relay.settings import RelaySettings
 
 log = logging.getLogger("steadycast")
 
@@ -23,6 +25,52 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 MIN_KBPS_DEFAULT = 150  # video; with 64 kbit/s of audio, a 0.3 Mbit/s link still carries it
 MAX_KBPS_DEFAULT = 2500
+DEMO_TOKEN = "demo-token-change-me"  # the public fallback in steadycast/default_relay.toml
+LOCAL_HOSTS = ("localhost", "localhost.")
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
+
+
+def version() -> str:
+    """The installed package's version (importlib.metadata), else pyproject.toml's (a source
+    tree that was never installed), else ``unknown``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("steadycast")
+    except PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        found = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]["version"]
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return "unknown"
+    return str(found)
+
+
+def listens_beyond_localhost(host: str) -> bool:
+    """Whether a relay listening on ``host`` can be reached from another machine: anything
+    but a loopback address (127.0.0.0/8, ::1) or ``localhost`` (0.0.0.0 and :: are all)."""
+    if host.lower() in LOCAL_HOSTS:
+        return False
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return True  # a host name: whatever it resolves to, it is meant for others
+
+
+def demo_token_warning(settings: RelaySettings) -> str | None:
+    """The warning for a relay that listens beyond localhost while a stream still has the
+    built-in demo token (public: it is in the README); None when there is nothing to say.
+    Names the streams, never the token."""
+    streams = [s.name for s in settings.streams if s.token == DEMO_TOKEN]
+    if not streams or not listens_beyond_localhost(settings.host):
+        return None
+    return (f"SECURITY: stream(s) {', '.join(streams)} still use the built-in demo token, which is "
+            f"public, and the relay listens on {settings.host}, beyond localhost: anyone who "
+            "can reach it can publish. Set STEADYCAST_DEMO_TOKEN (or the stream's token in "
+            "your config) to a secret of your own, or listen on 127.0.0.1")
 
 
 def _setup_logging(level: str) -> None:
@@ -68,6 +116,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     log.info("relay listening on %s://%s:%d with %d stream(s): %s", scheme, settings.host,
              settings.port, len(settings.streams), ", ".join(s.name for s in settings.streams))
+    warning = demo_token_warning(settings)
+    if warning:
+        log.warning("%s", warning)
     web.run_app(app, host=settings.host, port=settings.port, ssl_context=ssl_ctx,
                 print=None, access_log=None, shutdown_timeout=5)
     return 0
@@ -158,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "relay that keeps every platform session open through outages, and tools "
                     "to measure the link.",
     )
+    p.add_argument("--version", action="version", version=f"steadycast {version()}",
+                   help="print the version and exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="how much to log on stderr (default: info)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

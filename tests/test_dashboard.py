@@ -482,3 +482,28 @@ async def test_dropouts_and_probes_from_before_the_start_are_on_the_api_and_the_
                      "<b>bold?</b>"):
             assert text in shown["probeText"], (text, shown["probeText"])
         assert shown["injected"] == 0, "text from a probe client was rendered as HTML"
+
+
+# --- the address a trainer types: credentials inside the URL --------------------------------
+
+async def test_page_opened_with_the_password_in_its_url_reaches_the_api(
+        relay: RelayUnderTest, browser: Browser) -> None:
+    """``http://user:password@host/dashboard`` (what a trainer bookmarks): Chromium's fetch()
+    refuses a URL with credentials, and a relative URL resolves against the credentialed page
+    address, so the page must ask its API by origin; the browser then resends the password
+    it was given for the page (issue 13: the page said "relay unreachable")."""
+    async with devtools(browser) as cdp:
+        await cdp.send("Network.enable")
+        await cdp.send("Network.setExtraHTTPHeaders", headers={})
+        await cdp.send("Page.navigate",
+                       url=f"http://trainer:{PASSWORD}@127.0.0.1:{relay.port}/dashboard")
+        fetched = await cdp.wait_for(
+            "document.readyState === 'complete' && "
+            "['ok', 'error'].includes((document.getElementById('status') || {dataset: {}})"
+            ".dataset.fetch) && document.getElementById('status').dataset.fetch",
+            "the page's first poll")
+        status = await cdp.evaluate("document.getElementById('status').textContent")
+        assert fetched == "ok", status
+        assert await cdp.evaluate(
+            f"!!document.querySelector('.badge[data-stream=\"{HISTORY_STREAM}\"]')")
+        assert_no_secrets(await cdp.evaluate("document.documentElement.outerHTML"), "the page")

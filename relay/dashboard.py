@@ -143,14 +143,55 @@ def probe_figure(result: Mapping[str, Any], name: str) -> float | None:
     return None
 
 
+# What a destination's error means, in words a trainer can act on: (pattern searched in the
+# error text, which starts with the exception's class name; Vietnamese; English). First match
+# wins; the raw error stays beside it as a detail.
+_PROBLEMS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), vi, en) for pattern, vi, en in (
+        (r"ConnectionRefused|Connection refused",
+         "nền tảng từ chối kết nối", "the platform refused the connection"),
+        (r"certificate|SSL|TLS",
+         "chứng chỉ bảo mật của nền tảng không được chấp nhận",
+         "the platform's security certificate was not accepted"),
+        (r"gaierror|Name or service not known|name resolution|No address associated",
+         "không tìm thấy địa chỉ của nền tảng", "the platform's address was not found"),
+        (r"Timeout|timed out",
+         "nền tảng không trả lời kịp", "the platform did not answer in time"),
+        (r"ConnectionReset|BrokenPipe|ConnectionAborted|Connection reset|Broken pipe|EOFError|"
+         r"End of file",
+         "nền tảng đã ngắt kết nối", "the platform dropped the connection"),
+        (r"PermissionError|Forbidden|Unauthorized|\b40[13]\b",
+         "nền tảng từ chối khóa luồng (stream key)", "the platform refused the stream key"),
+        (r"NotFound|\b404\b",
+         "nền tảng không có địa chỉ phát này", "the platform has no such ingest address"),
+        (r"Network is unreachable|No route to host|Host is unreachable",
+         "máy chủ relay không có đường mạng tới nền tảng",
+         "the relay's server has no network path to the platform"),
+    ))
+_PROBLEM_OTHER = ("lỗi khi gửi tới nền tảng", "an error while sending to the platform")
+
+
+def destination_problem(last_error: str | None) -> dict[str, str] | None:
+    """A destination's last error as a plain phrase, ``{"vi": .., "en": ..}``; None when there
+    is no error. Unknown errors get a general phrase (the raw text stays in ``last_error``)."""
+    if not last_error:
+        return None
+    for pattern, vi, en in _PROBLEMS:
+        if pattern.search(last_error):
+            return {"vi": vi, "en": en}
+    return {"vi": _PROBLEM_OTHER[0], "en": _PROBLEM_OTHER[1]}
+
+
 def _destination_view(d: Mapping[str, Any]) -> dict[str, Any]:
+    last_error = _text(d.get("last_error"))
     return {
         "name": _text(d.get("name"), 64),
         "url": _text(d.get("url")),  # the URL without its key; scrubbed in case it holds one
         "state": _text(d.get("state"), 32),
         "sessions": _count(d.get("sessions")),
         "reconnects": _count(d.get("reconnects")),
-        "last_error": _text(d.get("last_error")),
+        "last_error": last_error,
+        "problem": destination_problem(last_error),
     }
 
 

@@ -507,3 +507,110 @@ async def test_page_opened_with_the_password_in_its_url_reaches_the_api(
         assert await cdp.evaluate(
             f"!!document.querySelector('.badge[data-stream=\"{HISTORY_STREAM}\"]')")
         assert_no_secrets(await cdp.evaluate("document.documentElement.outerHTML"), "the page")
+
+
+# --- plain words, a language switch, and short dropouts that can be seen -------------------
+
+SCREENSHOTS_ENV = "STEADYCAST_TEST_SCREENSHOTS"  # a folder: keep the page's screenshots there
+PHONE = {"width": 412, "height": 915, "deviceScaleFactor": 1, "mobile": True}
+MIN_BAR_PX = 6
+
+
+async def screenshot(cdp: Cdp, path: Path) -> None:
+    shot = await cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    keep = os.environ.get(SCREENSHOTS_ENV)
+    if keep:
+        shutil.copy(path, Path(keep) / path.name)
+
+
+def test_destination_errors_are_told_in_plain_words() -> None:
+    from relay.dashboard import destination_problem
+
+    cases = {
+        "ConnectionRefusedError: [Errno 111] Connection refused": "nền tảng từ chối kết nối",
+        "TimeoutError: timed out": "nền tảng không trả lời kịp",
+        "ConnectionResetError: [Errno 104] Connection reset by peer": "nền tảng đã ngắt kết nối",
+        "BrokenPipeError: [Errno 32] Broken pipe": "nền tảng đã ngắt kết nối",
+        "gaierror: [Errno -2] Name or service not known": "không tìm thấy địa chỉ",
+        "SSLCertVerificationError: certificate verify failed": "chứng chỉ",
+        "PermissionError: [Errno 13] Server returned 403 Forbidden": "khóa luồng",
+        "HTTPNotFoundError: Server returned 404 Not Found": "không có địa chỉ phát",
+        "OSError: [Errno 101] Network is unreachable": "đường mạng",
+        "ValueError: something new": "lỗi khi gửi",
+    }
+    for error, vi in cases.items():
+        problem = destination_problem(error)
+        assert problem is not None and vi in problem["vi"], (error, problem)
+        assert problem["en"] and problem["en"] != error
+    assert destination_problem(None) is None and destination_problem("") is None
+
+
+async def test_page_speaks_vietnamese_first_and_short_dropouts_are_visible(
+        relay: RelayUnderTest, browser: Browser, tmp_path: Path) -> None:
+    card = f"document.querySelector('[data-stream-card=\"{HISTORY_STREAM}\"]')"
+    async with devtools(browser) as cdp:
+        await cdp.send("Emulation.setDeviceMetricsOverride", **PHONE)
+        await cdp.open(relay.url("/dashboard"), basic(PASSWORD))
+        await cdp.evaluate("localStorage.clear()")
+        await cdp.send("Page.reload")
+        await cdp.wait_for(f"document.readyState === 'complete' && {card} && "
+                           f"{card}.querySelector('.timeline').dataset.count === '4'",
+                           "the farm's timeline")
+        await screenshot(cdp, tmp_path / "dashboard-vi-en-1h.png")
+        shown = await cdp.evaluate(f"""({{
+            badge: {card}.querySelector('.badge').textContent,
+            ingest: {card}.querySelector('dl.figures div:nth-child(3) dd').textContent,
+            rows: {card}.querySelector('details tbody').textContent,
+            widths: [...{card}.querySelectorAll('.timeline .drop')].map(
+                b => b.getBoundingClientRect().width),
+            labels: [...{card}.querySelectorAll('.droplabels .droplabel')].map(
+                e => e.textContent),
+            lang: document.getElementById('lang').textContent,
+        }})""")
+        assert shown["badge"] == "Ngoại tuyến / Offline", shown
+        assert shown["ingest"].startswith("chưa có máy phát"), shown  # not "offline"
+        for words in ("không có dữ liệu", "mất kết nối", "đường lên",
+                      "đích phát / destination youtube", "mất tín hiệu", "chậm"):
+            assert words in shown["rows"], (words, shown["rows"])
+        assert min(shown["widths"]) >= MIN_BAR_PX, shown  # a 12 s dropout is no hairline
+        assert "12 s" in shown["labels"], shown
+
+        # a dropout bar tapped says when, how long and why
+        picked = await cdp.evaluate(
+            f"{card}.querySelector('.timeline .drop').click(), "
+            f"{card}.querySelector('.picked').textContent")
+        assert picked.count(" · ") >= 4, picked
+
+        # destinations: the state and the error in plain words, the raw error as a detail
+        api = http_get(relay.url("/dashboard/api?probes=0"), basic(PASSWORD)).json()
+        for st in api["streams"]:
+            for d in st["destinations"]:
+                if d["last_error"] and d["state"] != "connected":
+                    text = await cdp.evaluate(
+                        f"document.querySelector('[data-stream-card=\"{st['name']}\"] .dests')"
+                        ".textContent")
+                    assert d["problem"]["vi"] in text and d["problem"]["en"] in text, text
+                    assert "chi tiết / detail" in text, text
+
+        # the language switch: Vietnamese only, kept across a reload
+        await cdp.evaluate("document.getElementById('lang').click()")
+        await cdp.wait_for(f"{card} && {card}.querySelector('.badge').textContent === "
+                           "'Ngoại tuyến'", "Vietnamese only")
+        await cdp.send("Page.reload")
+        await cdp.wait_for(f"document.readyState === 'complete' && {card} && "
+                           f"{card}.querySelector('.badge').textContent === 'Ngoại tuyến'",
+                           "Vietnamese only after a reload")
+        page_text = await cdp.evaluate("document.querySelector('main').innerText")
+        for english in ("Offline", "Streams", "Dropouts", "no data", "destination"):
+            assert english not in page_text, english
+
+        # the zoom: the last 10 minutes
+        await cdp.evaluate("document.querySelector('.zoom button[data-window=\"600\"]').click()")
+        await cdp.wait_for(f"{card}.querySelector('h4:nth-of-type(2)').textContent"
+                           ".includes('10 phút')", "the 10 min timeline")
+        await screenshot(cdp, tmp_path / "dashboard-vi-10min.png")
+        in_ten = await cdp.evaluate(f"{card}.querySelector('.timeline').dataset.count")
+        assert in_ten in ("0", "1"), in_ten  # only the dropout of 10 min ago, if still inside
+        await cdp.evaluate("localStorage.clear()")  # the other tests see the defaults
+        await cdp.send("Emulation.clearDeviceMetricsOverride")

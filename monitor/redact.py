@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from urllib.parse import urlsplit
 
 SHOWN_SUFFIX_CHARS = 4
 MIN_SECRET_CHARS_TO_SHOW_SUFFIX = 12
@@ -18,6 +19,34 @@ def mask_secret(secret: str) -> str:
     if len(secret) >= MIN_SECRET_CHARS_TO_SHOW_SUFFIX:
         return "****" + secret[-SHOWN_SUFFIX_CHARS:]
     return "****"
+
+
+def mask_url(url: str) -> str:
+    """A URL with everything that may hold a secret masked: userinfo, every path segment
+    after the first (``rtmp://a.rtmp.youtube.com/live2/****``: RTMP puts the stream key
+    there), query and fragment. A URL that cannot be split is masked whole."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask_secret(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "****@" + netloc.rpartition("@")[2]
+    segments = parts.path.split("/")
+    kept_first = False
+    for i, segment in enumerate(segments):
+        if not segment:
+            continue
+        if kept_first:
+            segments[i] = "****"
+        kept_first = True
+    path = "/".join(segments)
+    text = f"{parts.scheme}://{netloc}{path}" if parts.scheme or netloc else path
+    if parts.query:
+        text += "?****"
+    if parts.fragment:
+        text += "#****"
+    return text
 
 
 class Redactor:

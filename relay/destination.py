@@ -1,17 +1,29 @@
-"""One platform destination: an RTMP(S) push with its own thread, queue and reconnect.
+"""One platform destination: an RTMP(S) push with its own thread, queue, socket and reconnect.
 
 A destination never slows the stream or the other destinations: ``offer`` never blocks;
 when the queue holds more than ``queue_s`` of media the oldest packets are dropped and the
-session resumes at the next keyframe. Reconnects back off from ``retry_first_s`` doubling
-to at most ``retry_max_s``. Every session's timestamps start at zero.
+session resumes at the next keyframe. Every session's timestamps start at zero.
 
-Each destination has a ``DropoutDetector`` fed from its own thread: a successful write to
-the platform is "media", a failed connection or write is "connection lost". A destination
-dropout therefore starts at the last write the platform took before the failure (a write
-that blocks until ``io_timeout_s`` has not reached the platform either) and ends at the
-first write of the next session. A destination that never connected has no dropouts (its
-state and ``last_error`` say why). Dropouts go to the event log
-(``destination_dropout_started``, ``destination_outage``) and to the monitor store with
+The relay owns the platform connection (relay/platform_link.py): PyAV only muxes FLV into
+memory (relay/flv_muxer.py), the FLV tags go through the RTMP publisher core
+(relay/rtmp/publisher.py), and the bytes go out on a non-blocking socket with real
+timeouts: ``connect_timeout_s`` for TCP and TLS, ``io_timeout_s`` for each answer the
+publish handshake awaits and for a platform that stops taking data. A stuck platform costs
+only its own thread: socket calls release the interpreter, FFmpeg's network code (which
+did not, and ignored its timeouts) is not used.
+
+A session is *connected* only once the platform has accepted the publish (onStatus
+NetStream.Publish.Start): only then is it counted, ``destination_connected`` written, and
+the backoff reset. Until then every failure (refused TCP, TLS certificate not trusted, a
+refused or unanswered publish) is ``destination_connect_failed`` with the retry delay,
+which grows from ``retry_first_s`` doubling to at most ``retry_max_s`` (1, 2, 4, 5 s).
+
+Each destination has a ``DropoutDetector`` fed from its own thread: a packet handed to a
+platform that is taking data is "media", a failed connection or write is "connection lost".
+A destination dropout therefore starts at the last write the platform took before the
+failure and ends at the first write of the next session. A destination that never
+connected has no dropouts (its state and ``last_error`` say why). Dropouts go to the event
+log (``destination_dropout_started``, ``destination_outage``) and to the monitor store with
 scope ``destination:<name>``; one still open when the destination stops is closed then
 (cause ``relay_stopped`` when the relay is shutting down).
 """
@@ -19,10 +31,11 @@ scope ``destination:<name>``; one still open when the destination stops is close
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +46,10 @@ from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import KIND_DROPOUT, DropoutJournal, MonitorStore
+from relay.flv_muxer import FlvMemoryMuxer
+from relay.platform_link import PlatformLink, client_ssl_context
+from relay.rtmp.publisher import Closed, PublishRefused, PublishStarted, RtmpPublisher
+from relay.rtmp.url import split_rtmp_url
 from relay.settings import DestinationSettings
 from relay.transcode import OutPacket
 
@@ -40,6 +57,8 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.2
 DRAIN_TIMEOUT_S = 5.0
+SEND_HIGH_WATER_BYTES = 256 * 1024  # bytes waiting for the socket before muxing pauses
+SESSION_ERRORS = (av.FFmpegError, OSError, ValueError, RuntimeError, ssl.SSLError)
 
 
 class DestinationState(StrEnum):
@@ -49,11 +68,22 @@ class DestinationState(StrEnum):
     STOPPED = "stopped"
 
 
+class PublishFailed(ConnectionError):
+    """The platform did not accept the publish, or ended the session."""
+
+
 def next_backoff_s(previous_s: float | None, first_s: float, max_s: float) -> float:
     """Capped exponential backoff: first_s, 2×, 4×, ... never above max_s."""
     if previous_s is None:
         return min(first_s, max_s)
     return min(previous_s * 2, max_s)
+
+
+def ssl_context_for(settings: DestinationSettings) -> ssl.SSLContext | None:
+    """The TLS context of an rtmps:// destination (None for rtmp://)."""
+    if not split_rtmp_url(settings.url).tls:
+        return None
+    return client_ssl_context(settings.ca_file, settings.tls_verify)
 
 
 class Destination:
@@ -88,6 +118,10 @@ class Destination:
 
     # --- called from the pipeline thread -------------------------------------------------
     def start(self) -> None:
+        if split_rtmp_url(self.settings.url).tls and not self.settings.tls_verify:
+            log.warning("destination %s/%s: tls_verify = false: the platform's certificate is "
+                        "NOT checked; anyone on the path can take the stream key",
+                        self.stream, self.settings.name)
         self._thread.start()
 
     def offer(self, pkt: OutPacket) -> None:
@@ -117,7 +151,8 @@ class Destination:
     def status(self) -> dict[str, Any]:
         return {
             "name": self.settings.name,
-            "url": self.settings.url,  # the key is kept apart and never shown
+            "url": self.settings.shown_url,  # never the key, in `key` or inside the URL
+            "tls_verify": self.settings.tls_verify,
             "state": self.state.value,
             "sessions": self.sessions,
             "reconnects": self.reconnects,
@@ -159,15 +194,20 @@ class Destination:
             self._metrics.dest_up.labels(*self._labels).set(
                 1 if state == DestinationState.CONNECTED else 0)
 
-    def _next_packet(self) -> OutPacket | None:
-        with self._cond:
-            while not self._queue:
+    def _next_packet(self, idle: Callable[[], None] | None = None) -> OutPacket | None:
+        """The next queued packet; None when stopping. ``idle`` runs (outside the lock)
+        every POLL_S while the queue is empty: the session reads the platform then."""
+        while True:
+            with self._cond:
+                if self._queue and not (self._stop and not self._drain):
+                    return self._queue.popleft()
                 if self._stop:
                     return None
                 self._cond.wait(POLL_S)
-            if self._stop and not self._drain:
-                return None
-            return self._queue.popleft()
+                if self._queue or self._stop:
+                    continue
+            if idle is not None:
+                idle()
 
     def _wait_keyframe(self) -> OutPacket | None:
         """Drop queued packets up to the first video keyframe; a session starts there."""
@@ -183,17 +223,6 @@ class Destination:
             while not self._stop and time.monotonic() < deadline:
                 self._cond.wait(min(POLL_S, deadline - time.monotonic()))
 
-    def _open(self) -> tuple[Any, Any, Any]:
-        s = self.settings
-        container = av.open(
-            s.publish_url, "w", format="flv",
-            options={"rw_timeout": str(int(s.io_timeout_s * 1_000_000)), "tcp_nodelay": "1"},
-            timeout=(s.connect_timeout_s, s.io_timeout_s),
-        )
-        v = container.add_stream_from_template(self._video_template)
-        a = container.add_stream_from_template(self._audio_template)
-        return container, v, a
-
     def _run(self) -> None:
         backoff: float | None = None
         while not self._stop:
@@ -201,9 +230,13 @@ class Destination:
             if first is None:
                 break
             self._set_state(DestinationState.CONNECTING)
-            container = None
+            link: PlatformLink | None = None
+            published = False
             try:
-                container, vs, as_ = self._open()
+                link, pub = self._connect()
+                if link is None or pub is None:
+                    break  # stopped while connecting
+                published = True
                 self.sessions += 1
                 if self.sessions > 1:
                     self.reconnects += 1
@@ -213,49 +246,112 @@ class Destination:
                 if self._events is not None:
                     self._events.write("destination_connected", stream=self.stream,
                                        destination=self.settings.name, session=self.sessions)
+                log.info("destination %s/%s: publishing (session %d)", self.stream,
+                         self.settings.name, self.sessions)
                 backoff = None
-                self._push(container, vs, as_, first)
-                # a clean end: the session is closed on purpose
-                container.close()
-                container = None
-                break
-            except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
-                self.last_error = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
+                self._push(link, pub, first)
+                break  # a clean end: the session is closed on purpose
+            except SESSION_ERRORS as exc:
+                self.last_error = REDACTOR.scrub(
+                    str(exc) if isinstance(exc, PublishFailed) else f"{type(exc).__name__}: {exc}")
                 # the platform has had nothing since the last write that went through
                 self._dropout_events(self.detector.on_connection_lost(
                     self._last_write_s if self._last_write_s is not None else time.time()))
-                was_connected = self.state == DestinationState.CONNECTED
                 self._set_state(DestinationState.BACKOFF)
-                if container is not None:
-                    with contextlib.suppress(av.FFmpegError, OSError, ValueError, RuntimeError):
-                        container.close()
                 backoff = next_backoff_s(backoff, self.settings.retry_first_s,
                                          self.settings.retry_max_s)
-                if was_connected:
+                if published:
                     if self._metrics is not None:
                         self._metrics.dest_disconnects.labels(*self._labels).inc()
                     if self._events is not None:
                         self._events.write("destination_disconnect", stream=self.stream,
                                            destination=self.settings.name, error=self.last_error,
                                            retry_in_s=backoff)
+                elif self._events is not None:
+                    self._events.write("destination_connect_failed", stream=self.stream,
+                                       destination=self.settings.name, error=self.last_error,
+                                       retry_in_s=backoff)
                 log.warning("destination %s/%s: %s; retry in %.1f s", self.stream,
                             self.settings.name, self.last_error, backoff)
                 self._sleep(backoff)
+            finally:
+                if link is not None:
+                    link.close()
         self._dropout_events(self.detector.stop(time.time()), self._end_cause)
         self._set_state(DestinationState.STOPPED)
 
-    def _push(self, container: Any, vs: Any, as_: Any, first: OutPacket) -> None:
+    def _connect(self) -> tuple[PlatformLink | None, RtmpPublisher | None]:
+        """Open the socket and run the publisher until the platform accepts the publish.
+        Raises (OSError, PublishFailed) on any failure; (None, None) when stopped."""
+        s = self.settings
+        target = split_rtmp_url(s.publish_url)
+        link = PlatformLink(target.host, target.port, ssl_context=ssl_context_for(s),
+                            connect_timeout_s=s.connect_timeout_s, io_timeout_s=s.io_timeout_s)
+        try:
+            link.open()
+            pub = RtmpPublisher(target, now=time.monotonic(), reply_timeout_s=s.io_timeout_s)
+            while not self._stop:
+                link.send(pub.data_to_send())
+                data = link.pump(POLL_S)
+                now = time.monotonic()
+                events = pub.receive(data, now) if data else []
+                if link.eof:
+                    events += pub.eof()
+                events += pub.handle_timer(now)
+                for ev in events:
+                    if isinstance(ev, PublishRefused):
+                        raise PublishFailed(f"publish refused: {ev.reason}")
+                    if isinstance(ev, PublishStarted):
+                        link.send(pub.data_to_send())
+                        return link, pub
+        except BaseException:
+            link.close()
+            raise
+        link.close()
+        return None, None
+
+    def _service(self, link: PlatformLink, pub: RtmpPublisher, wait_s: float) -> None:
+        """Move bytes both ways once; raises when the platform ended the session or stalled."""
+        link.send(pub.data_to_send())
+        data = link.pump(wait_s)
+        events = pub.receive(data, time.monotonic()) if data else []
+        if link.eof:
+            events += pub.eof()
+        link.send(pub.data_to_send())  # acknowledgements, ping responses
+        for ev in events:
+            if isinstance(ev, Closed | PublishRefused):
+                raise PublishFailed(ev.reason)
+
+    def _stopping_hard(self) -> bool:
+        return self._stop and not self._drain
+
+    def _push(self, link: PlatformLink, pub: RtmpPublisher, first: OutPacket) -> None:
         origin_s = first.dts_s
+        muxer = FlvMemoryMuxer(self._video_template, self._audio_template)
         pkt: OutPacket | None = first
-        while pkt is not None:
-            if pkt.dts_s >= origin_s:
-                offset = round(origin_s / pkt.time_base)
-                p = pkt.to_av()
-                p.pts, p.dts = pkt.pts - offset, pkt.dts - offset
-                p.stream = vs if pkt.is_video else as_
-                container.mux(p)
-                self.packets_sent += 1
-                self.bytes_sent += len(pkt.data)
-                self._last_write_s = time.time()
-                self._dropout_events(self.detector.on_media(self._last_write_s))
-            pkt = self._next_packet()
+
+        def idle() -> None:
+            self._service(link, pub, 0)
+
+        try:
+            while pkt is not None:
+                if pkt.dts_s >= origin_s:
+                    for tag in muxer.mux(pkt, origin_s):
+                        pub.send_tag(tag)
+                    self._service(link, pub, 0)
+                    while link.pending_bytes > SEND_HIGH_WATER_BYTES and not self._stopping_hard():
+                        self._service(link, pub, POLL_S)
+                    self.packets_sent += 1
+                    self.bytes_sent += len(pkt.data)
+                    self._last_write_s = time.time()
+                    self._dropout_events(self.detector.on_media(self._last_write_s))
+                pkt = self._next_packet(idle)
+            for tag in muxer.close():
+                pub.send_tag(tag)
+            pub.close()
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while (link.pending_bytes and time.monotonic() < deadline and not link.eof
+                   and not self._stopping_hard()):
+                self._service(link, pub, POLL_S)
+        finally:
+            muxer.close()

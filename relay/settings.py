@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor.dropout import LOW_THROUGHPUT_S_DEFAULT, LOW_THROUGHPUT_SHARE_DEFAULT
+from monitor.redact import mask_url
+from relay.rtmp.url import split_rtmp_url
 
 BUFFER_MS_DEFAULT = 5000
 HOLD_S_DEFAULT = 600.0
@@ -30,16 +32,22 @@ class OutputProfile:
 
 @dataclass(frozen=True)
 class DestinationSettings:
-    """One platform ingest: an rtmp:// or rtmps:// URL and the stream key appended to it."""
+    """One platform ingest: an rtmp:// or rtmps:// URL and the stream key appended to it.
+
+    The key may also be written inside ``url`` (``rtmp://host/app/KEY`` with ``key = ""``):
+    everything after the application segment is the key either way, so it is never shown
+    (:attr:`shown_url`) and is registered as a secret (:meth:`secrets`)."""
 
     name: str
-    url: str
+    url: str = field(repr=False)  # may hold the key
     key: str = field(repr=False)  # secret
     queue_s: float = 10.0
     connect_timeout_s: float = 5.0
     io_timeout_s: float = 10.0
     retry_first_s: float = 1.0
     retry_max_s: float = 5.0
+    ca_file: Path | None = None  # PEM certificates trusted instead of the system's (rtmps)
+    tls_verify: bool = True  # False: rtmps without checking the certificate (logged loudly)
 
     @property
     def publish_url(self) -> str:
@@ -47,6 +55,21 @@ class DestinationSettings:
         if not self.key:
             return self.url
         return self.url.rstrip("/") + "/" + self.key
+
+    @property
+    def shown_url(self) -> str:
+        """scheme://host[:port]/app with anything after it masked: what pages and APIs show."""
+        return mask_url(self.url)
+
+    def secrets(self) -> list[str]:
+        """The stream key, whether in ``key`` or inside ``url`` (with and without a query)."""
+        out = [self.key]
+        try:
+            name = split_rtmp_url(self.publish_url).stream_name
+        except ValueError:
+            name = ""
+        out += [name, name.partition("?")[0]]
+        return [x for x in dict.fromkeys(out) if x]
 
 
 @dataclass(frozen=True)
@@ -99,5 +122,6 @@ class RelaySettings:
         out: list[str] = [self.dashboard_password, self.probe_token]
         for s in self.streams:
             out.append(s.token)
-            out.extend(d.key for d in s.destinations)
+            for d in s.destinations:
+                out.extend(d.secrets())
         return [x for x in out if x]

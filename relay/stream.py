@@ -109,7 +109,8 @@ class StreamRuntime:
             "buffer_ms": 0,
             "output_source": "offline",
             "destinations": [
-                {"name": d.name, "url": d.url, "state": "idle", "sessions": 0, "reconnects": 0}
+                {"name": d.name, "url": d.shown_url, "tls_verify": d.tls_verify, "state": "idle",
+                 "sessions": 0, "reconnects": 0}
                 for d in self.settings.destinations
             ],
             "recording": None,

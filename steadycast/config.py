@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.dropout import LOW_THROUGHPUT_S_DEFAULT, LOW_THROUGHPUT_SHARE_DEFAULT
-from monitor.redact import Redactor, mask_secret
+from monitor.redact import Redactor, mask_secret, mask_url
+from relay.platform_link import client_ssl_context
 from relay.settings import (
     BUFFER_MS_DEFAULT,
     DROPOUT_MS_DEFAULT,
@@ -240,30 +242,8 @@ def _got(value: object, secret: bool = False) -> str:
 
 
 def _show_url(url: str) -> str:
-    """A URL with everything that may hold a secret masked: userinfo, path segments after the
-    first (``rtmp://a.rtmp.youtube.com/live2/****``), query and fragment."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return mask_secret(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "****@" + netloc.rpartition("@")[2]
-    segments = parts.path.split("/")
-    kept_first = False
-    for i, segment in enumerate(segments):
-        if not segment:
-            continue
-        if kept_first:
-            segments[i] = "****"
-        kept_first = True
-    path = "/".join(segments)
-    text = f"{parts.scheme}://{netloc}{path}" if parts.scheme or netloc else path
-    if parts.query:
-        text += "?****"
-    if parts.fragment:
-        text += "#****"
-    return _show(text)
+    """A URL with everything that may hold a secret masked (monitor.redact.mask_url)."""
+    return _show(mask_url(url))
 
 
 def _join(path: str, key: object) -> str:
@@ -522,6 +502,11 @@ class _Url(_Field):
             )
         if not host:
             raise _Invalid(f"{shown} has no host; valid: {self.valid}")
+        if not parts.path.strip("/"):
+            raise _Invalid(
+                f"{shown} has no application (the path after the host, e.g. /live2); "
+                f"valid: {self.valid}"
+            )
         return value
 
 
@@ -589,6 +574,8 @@ DESTINATION_FIELDS: dict[str, _Field] = {
     "io_timeout_s": _Float(10.0, 0, 300, "seconds", lo_exclusive=True),
     "retry_first_s": _Float(1.0, 0, 60, "seconds", lo_exclusive=True),
     "retry_max_s": _Float(5.0, 0, 600, "seconds", lo_exclusive=True),
+    "ca_file": _Path(None),
+    "tls_verify": _Bool(True),
 }
 
 TOP_FIELDS: dict[str, _Field] = {
@@ -766,8 +753,36 @@ class _Parser:
                     f"{fields['retry_max_s']:g} is less than retry_first_s "
                     f"({fields['retry_first_s']:g}); valid: a number >= retry_first_s (seconds)",
                 )
+            self.destination_tls(fields, item_path)
             out.append(DestinationSettings(**fields))
         return tuple(out)
+
+    def destination_tls(self, fields: dict[str, Any], item_path: str) -> None:
+        """ca_file must be readable PEM certificates, and only where TLS checks it."""
+        ca_path, ca_file = f"{item_path}.ca_file", fields["ca_file"]
+        if ca_file is None or ca_path in self.failed:
+            return
+        url_path = f"{item_path}.url"
+        if url_path not in self.failed and not fields["url"].startswith("rtmps://"):
+            self.problem(ca_path, "is only used by rtmps:// URLs; valid: remove it, or use "
+                         "an rtmps:// url")
+        elif not fields["tls_verify"]:
+            self.problem(ca_path, "is not used when tls_verify = false; valid: remove one")
+        elif not _is_file(ca_file):
+            self.problem(
+                ca_path,
+                f"{_show(str(ca_file))} does not exist or is not a file; valid: a PEM file of "
+                "the certificate(s) to trust, absolute or relative to the config's directory",
+            )
+        else:
+            try:
+                client_ssl_context(ca_file)
+            except (ssl.SSLError, OSError, ValueError) as e:
+                self.problem(
+                    ca_path,
+                    f"{_show(str(ca_file))} holds no readable PEM certificate "
+                    f"({_one_line(str(e))}); valid: a PEM file of the certificate(s) to trust",
+                )
 
 
 def _is_file(path: Path) -> bool:

@@ -86,7 +86,8 @@ def test_good_config_builds_settings_with_env_secrets(tmp_path: Path) -> None:
     assert farm.title == "Nông trại Bắc Hà"
     assert [d.name for d in farm.destinations] == ["facebook", "youtube"]
     assert farm.destinations[1].publish_url == "rtmp://a.rtmp.youtube.com/live2/" + YT_KEY
-    assert set(relay.secrets()) == {TOKEN, YT_KEY, FB_KEY}
+    # a key with a query is registered whole and without its query (what servers log)
+    assert set(relay.secrets()) == {TOKEN, YT_KEY, FB_KEY, FB_KEY.partition("?")[0]}
 
 
 def test_example_config_loads_with_env_set() -> None:
@@ -445,6 +446,7 @@ def test_required_keys(tmp_path: Path) -> None:
         ("rtmp://[::1/live2", "is not a valid URL"),
         ("rtmp://host:99999/live2", "is not a valid URL"),
         ("rtmp://host/live 2", "contains spaces"),
+        ("rtmp://host/", "has no application"),
     ],
 )
 def test_bad_destination_urls(tmp_path: Path, url: str, why: str) -> None:
@@ -465,6 +467,39 @@ def test_bad_url_does_not_show_a_key_in_its_path(tmp_path: Path) -> None:
     err = str(error_of(tmp_path, stream() + _dest("http://a.rtmp.youtube.com/live2/" + YT_KEY)))
     assert YT_KEY not in err
     assert "http://a.rtmp.youtube.com/live2/****" in err
+
+
+def test_key_inside_the_url_is_a_secret_and_never_shown(tmp_path: Path) -> None:
+    relay = load_text(tmp_path, stream() + _dest(f"rtmp://h:1935/live2/{YT_KEY}") + 'key = ""\n')
+    (d,) = relay.stream("farm1").destinations
+    assert d.shown_url == "rtmp://h:1935/live2/****"
+    assert YT_KEY in relay.secrets()
+    assert YT_KEY not in repr(d)
+
+
+def _rtmps(extra: str) -> str:
+    return stream() + _dest("rtmps://h/app") + extra
+
+
+def test_destination_tls_keys(tmp_path: Path) -> None:
+    from benchmarks.nginx_platform import make_self_signed_cert
+
+    make_self_signed_cert(tmp_path / "ca.pem", tmp_path / "ca.key")
+    (d,) = load_text(tmp_path, _rtmps('ca_file = "ca.pem"\n')).stream("farm1").destinations
+    assert (d.ca_file, d.tls_verify) == (tmp_path / "ca.pem", True)
+    (d,) = load_text(tmp_path, _rtmps("tls_verify = false\n")).stream("farm1").destinations
+    assert (d.ca_file, d.tls_verify) == (None, False)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    for extra, why in [
+        ('ca_file = "missing.pem"\n', 'missing.pem" does not exist'),
+        ('ca_file = "junk.pem"\n', "holds no readable PEM certificate"),
+        ('ca_file = "ca.pem"\ntls_verify = false\n', "is not used when tls_verify = false"),
+        ('tls_verify = "no"\n', "tls_verify"),
+    ]:
+        err = str(error_of(tmp_path, _rtmps(extra)))
+        assert "streams.farm1.destinations[0]." in err and why in err, err
+    err = str(error_of(tmp_path, stream() + _dest("rtmp://h/app") + 'ca_file = "ca.pem"\n'))
+    assert "destinations[0].ca_file: is only used by rtmps:// URLs" in err
 
 
 def _dest(url: str) -> str:

@@ -1,6 +1,6 @@
 """After hold_s of continuous slate the relay ends the platform session on purpose, says why,
 and opens a new one when live media returns. The destination is RTMPS (nginx's stream module
-in front of nginx-rtmp)."""
+in front of nginx-rtmp; its self-signed certificate trusted through ca_file)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ hold_s = 2
 name = "tls"
 url = "{nginx_rtmps.rtmps_url()}"
 key = "holdkey"
+ca_file = "{nginx_rtmps.cert_path}"
 """)
     relay = start_relay(config, port, tmp_path / "relay.log")
     uplink = TcpProxy("127.0.0.1", port)

@@ -478,7 +478,12 @@ def tls_context(settings: EncoderSettings) -> ssl.SSLContext | bool:
         return False
     if settings.ca_file is None:
         return True
-    return ssl.create_default_context(cafile=str(settings.ca_file))
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    except OSError as exc:  # ssl.SSLError too
+        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        raise OSError(f"--ca-file {str(settings.ca_file)!r}: cannot read a certificate from "
+                      f"it ({reason})") from exc
 
 
 def _safe_url(url: str) -> str:

@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address for --metrics-port (default %(default)s; 0.0.0.0 lets another "
                         "machine scrape)")
     o.add_argument("--events", metavar="PATH",
-                   help="append uplink outages and live-edge jumps to this JSON-lines file "
-                        "(the same shape as the relay's event log)")
+                   help="append uplink outages, live-edge jumps and full-spool episodes to "
+                        "this JSON-lines file (the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
 
     from benchmarks import bench, demo, emulator, trace_cli

@@ -8,6 +8,7 @@ Real parts: the `steadycast relay` and `steadycast encode` processes on loopback
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from encoder.client import tls_context
+from encoder.settings import EncoderSettings
 from monitor.events import read_events
 from steadycast.cli import EXIT_REFUSED, EXIT_UNTRUSTED
 from tests.relay_harness import start_encoder, start_relay, stop_process, write_relay_config
@@ -116,3 +119,13 @@ def test_unreachable_relay_is_named_in_plain_words_and_retried(tmp_path: Path) -
     assert len(retries) >= 3, text
     assert f"cannot reach relay 127.0.0.1:{port}: connection refused" in retries[0], retries[0]
     assert "ssl:" not in text and "Traceback" not in text, text
+
+
+def test_a_bad_ca_file_is_named(tmp_path: Path) -> None:
+    junk = tmp_path / "relay-cert.pem"
+    junk.write_text("not a certificate\n")
+    for path in (junk, tmp_path / "missing.pem"):
+        settings = EncoderSettings(relay_url="https://127.0.0.1:1", stream="farm1", token=TOKEN,
+                                   ca_file=path)
+        with pytest.raises(OSError, match=rf"--ca-file '{re.escape(str(path))}': cannot read"):
+            tls_context(settings)

@@ -8,8 +8,12 @@ never hide a queue the sender could still reorder); a reader task feeds the rela
 back; a control task asks the ABR controller for a bitrate every ``UPDATE_INTERVAL_S``,
 feeds the dropout detector, moves the live edge after a long outage, and shows the status.
 
-A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S; a refused
-publish (unknown stream, wrong token) is fatal and reported in plain words.
+A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S, with a
+plain reason (``_describe``); a refused publish (HTTP 401/403/404: unknown stream, wrong
+token) and a relay certificate that does not verify are fatal (``PublishRefused``,
+``RelayNotTrusted``) and reported in one line. A clean end (BYE sent, everything acked) is no
+outage. A full spool never ends the session: ``encoder.spool_overflow.OverflowGate`` drops new
+units only, what is held is still sent.
 
 The decisions (the in-flight window, the ABR's Observation, live edge first and dense
 keyframes during an outage) are made by ``encoder.send_policy.SendPolicy``, a sans-I/O class

@@ -45,7 +45,7 @@ class CaptureLoop:
         self.epoch_us = int(time.time() * 1_000_000)
         s = settings
         self.source: VideoSource = open_source(s.source, s.width, s.height, s.fps,
-                                               AUDIO_SAMPLE_RATE, s.title)
+                                               AUDIO_SAMPLE_RATE, s.title, s.framecode)
         try:
             self.audio: AudioSource = open_audio(s.audio, self.source, AUDIO_SAMPLE_RATE)
         except SourceError:

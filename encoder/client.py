@@ -8,8 +8,12 @@ never hide a queue the sender could still reorder); a reader task feeds the rela
 back; a control task asks the ABR controller for a bitrate every ``UPDATE_INTERVAL_S``,
 feeds the dropout detector, moves the live edge after a long outage, and shows the status.
 
-A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S; a refused
-publish (unknown stream, wrong token) is fatal and reported in plain words.
+A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S, with a
+plain reason (``_describe``); a refused publish (HTTP 401/403/404: unknown stream, wrong
+token) and a relay certificate that does not verify are fatal (``PublishRefused``,
+``RelayNotTrusted``) and reported in one line. A clean end (BYE sent, everything acked) is no
+outage. A full spool never ends the session: ``encoder.spool_overflow.OverflowGate`` drops new
+units only, what is held is still sent.
 
 The decisions (the in-flight window, the ABR's Observation, live edge first and dense
 keyframes during an outage) are made by ``encoder.send_policy.SendPolicy``, a sans-I/O class
@@ -30,6 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -50,6 +57,7 @@ from encoder.settings import (
     RECONNECT_MAX_S,
     EncoderSettings,
 )
+from encoder.spool_overflow import OverflowEnded, OverflowEvent, OverflowGate, OverflowStarted
 from encoder.status import SenderStatus, status_line
 from monitor.dropout import DropoutEnded, DropoutEvent, DropoutStarted
 from monitor.events import EventLog, iso_utc
@@ -69,6 +77,10 @@ class PublishRefused(Exception):
     """The relay refused this stream (HTTP 401/403/404): retrying will not help."""
 
 
+class RelayNotTrusted(Exception):
+    """The relay's TLS certificate did not verify: retrying will not help."""
+
+
 @dataclass
 class EncodeSummary:
     frames_captured: int
@@ -81,6 +93,8 @@ class EncodeSummary:
     outages: int
     outage_s_total: float
     live_jumps: int
+    dropped_units: int = 0  # new units dropped while the spool was full (OverflowGate)
+    dropped_video_frames: int = 0
 
     def line(self) -> str:
         return (f"encode done: frames_captured={self.frames_captured} "
@@ -88,7 +102,8 @@ class EncodeSummary:
                 f"media_messages={self.media_messages} acked={self.acked_seq} "
                 f"all_acked={self.all_acked} connections={self.connections} "
                 f"reconnects={self.reconnects} outages={self.outages} "
-                f"outage_s={self.outage_s_total:.1f} live_jumps={self.live_jumps}")
+                f"outage_s={self.outage_s_total:.1f} live_jumps={self.live_jumps} "
+                f"spool_dropped_frames={self.dropped_video_frames}")
 
 
 class _Rate:
@@ -109,8 +124,8 @@ class _Rate:
 class UplinkClient:
     def __init__(self, settings: EncoderSettings, status_stream: TextIO | None = None) -> None:
         s = self.settings = settings
-        self.spool = Spool(memory_limit_bytes=s.spool_memory_mb * MB,
-                           disk_limit_bytes=s.spool_disk_mb * MB, directory=s.spool_dir)
+        self.spool = Spool(memory_limit_bytes=round(s.spool_memory_mb * MB),
+                           disk_limit_bytes=round(s.spool_disk_mb * MB), directory=s.spool_dir)
         self.sender = UplinkSender(spool=self.spool)
         self.abr = create(s.abr, AbrLimits(min_kbps=s.min_kbps, max_kbps=s.max_kbps,
                                            start_kbps=s.start_kbps, audio_kbps=AUDIO_KBPS))
@@ -118,6 +133,9 @@ class UplinkClient:
         self.events = EventLog(s.events_path)
         self.policy = SendPolicy(self.sender, VIDEO_TRACK_ID)
         self.detector = self.policy.detector
+        self.overflow = OverflowGate(VIDEO_TRACK_ID)
+        self._accepting = True  # False once the session is over: late units are ignored
+        self._ssl = tls_context(s)
         self._status_stream = status_stream if status_stream is not None else sys.stderr
         self._wake = asyncio.Event()
         self._fatal: str | None = None
@@ -133,15 +151,21 @@ class UplinkClient:
 
     # --- from the capture thread (via call_soon_threadsafe) ------------------------------
     def _push(self, units: list[EncodedUnit]) -> None:
+        if not self._accepting:
+            return  # the capture thread's last units, after the session ended
         now = time.monotonic()
         for u in units:
+            if not self.overflow.admit(u.track_id, u.keyframe):
+                continue  # the spool is full: new units are dropped, held ones kept
             try:
                 seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
                                              u.capture_time_us, u.payload, now)
-            except SpoolFull as exc:
-                self._fatal = (f"{exc}. The uplink has been down too long for --spool-disk-mb; "
-                               "the local --record copy (if any) is complete")
-                break
+            except SpoolFull:
+                self._overflow_events(self.overflow.on_full(
+                    u.track_id, time.time(), self.spool.memory_bytes + self.spool.disk_bytes,
+                    len(self.spool)))
+                continue
+            self._overflow_events(self.overflow.on_stored(u.track_id, u.keyframe, time.time()))
             self.policy.note_unit(seq, u.track_id, u.keyframe, u.capture_time_us)
             if u.track_id == VIDEO_TRACK_ID and u.keyframe:
                 self._maybe_jump_to_live()
@@ -171,6 +195,32 @@ class UplinkClient:
 
     def _observe(self) -> Observation:
         return self.policy.observe(self.target_kbps)
+
+    def _overflow_events(self, events: list[OverflowEvent]) -> None:
+        s, name = self.settings, self.settings.stream
+        for ev in events:
+            if isinstance(ev, OverflowStarted):
+                log.warning(
+                    "uplink: spool full: %.1f MB (%d units) wait for the relay's "
+                    "acknowledgement, the limit is --spool-memory-mb %g + --spool-disk-mb %g; "
+                    "new frames are dropped until the relay acknowledges some, everything "
+                    "held will still be sent (the --record copy, if any, keeps every frame)",
+                    ev.held_bytes / MB, ev.held_units, s.spool_memory_mb, s.spool_disk_mb)
+                self.events.write("spool_full_started", stream=name, start=iso_utc(ev.start),
+                                  held_bytes=ev.held_bytes,
+                                  limit_bytes=self.spool.memory_limit_bytes
+                                  + self.spool.disk_limit_bytes)
+                if self.capture is not None:  # resume soon after room comes back
+                    self.capture.set_dense_keyframes(True)
+            elif isinstance(ev, OverflowEnded):
+                log.warning("uplink: spool has room again after %.1f s: new frames are sent "
+                            "from this keyframe on; %d video frames (%d units) were dropped "
+                            "and will be missing from the relay's recording", ev.duration_s,
+                            ev.dropped_video_frames, ev.dropped_units)
+                self.events.write("spool_full_ended", stream=name, start=iso_utc(ev.start),
+                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
+                                  dropped_units=ev.dropped_units,
+                                  dropped_video_frames=ev.dropped_video_frames)
 
     def _dropout_events(self, events: list[DropoutEvent]) -> None:
         name = self.settings.stream
@@ -218,7 +268,8 @@ class UplinkClient:
             frames_captured=cap.frames_captured if cap else 0,
             frames_encoded=cap.frames_encoded if cap else 0,
             spool_memory_bytes=self.spool.memory_bytes, spool_disk_bytes=self.spool.disk_bytes,
-            backfill_pending=s.backfill_bytes > 0)
+            backfill_pending=s.backfill_bytes > 0, spool_full=self.overflow.dropping,
+            dropped_frames_total=self.overflow.dropped_video_frames_total)
 
     async def _control(self) -> None:
         """ABR, dropout detector, live edge and status, every UPDATE_INTERVAL_S."""
@@ -239,7 +290,8 @@ class UplinkClient:
                     self.capture.set_target_kbps(kbps)
             self._dropout_events(self.policy.poll(wall))
             if self.capture is not None:
-                self.capture.set_dense_keyframes(self.policy.dense_keyframes)
+                self.capture.set_dense_keyframes(self.policy.dense_keyframes
+                                                 or self.overflow.dropping)
             self._maybe_jump_to_live()
             self._status = self._snapshot(mono)
             if not s.quiet and mono >= next_status:
@@ -291,7 +343,7 @@ class UplinkClient:
                         backoff = None
                         if capture_done.done() and self.sender.all_acked:
                             break
-                    except PublishRefused:
+                    except (PublishRefused, RelayNotTrusted):
                         raise
                     except (TimeoutError, aiohttp.ClientError, OSError, ProtocolError) as exc:
                         if self._fatal:
@@ -302,6 +354,7 @@ class UplinkClient:
                                     _describe(exc), backoff)
                         await asyncio.sleep(backoff)
         finally:
+            self._accepting = False
             control.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await control
@@ -320,7 +373,8 @@ class UplinkClient:
                              self.sender.next_seq_to_assign, self.sender.acked_seq,
                              self.sender.all_acked, self.connections,
                              max(0, self.connections - 1), self.outages, self.outage_s_total,
-                             self.live_jumps)
+                             self.live_jumps, self.overflow.dropped_units_total,
+                             self.overflow.dropped_video_frames_total)
 
     async def _connect_and_stream(self, http: aiohttp.ClientSession,
                                   capture_done: asyncio.Future[Any]) -> None:
@@ -330,7 +384,9 @@ class UplinkClient:
             ws = await http.ws_connect(
                 s.ingest_url, headers={"Authorization": f"Bearer {s.token}"},
                 max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None, autoping=True,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0), ssl=s.verify_tls)
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0), ssl=self._ssl)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise RelayNotTrusted(_untrusted(exc, s.ca_file is not None)) from exc
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403, 404):
                 reason = exc.message
@@ -406,6 +462,9 @@ class UplinkClient:
                 raise ConnectionError(f"no acknowledgement from the relay for {ACK_TIMEOUT_S:g} s")
             if capture_done.done() and self.sender.all_acked and self.sender.connected:
                 await ws.send_bytes(self.sender.bye("encoder finished"))
+                # a clean end (BYE, everything acked) is no outage: disarm the detector
+                # before the connection goes
+                self._dropout_events(self.policy.on_clean_end(time.time()))
                 await ws.close()
                 return
             self._wake.clear()
@@ -415,10 +474,60 @@ class UplinkClient:
                     await asyncio.wait_for(self._wake.wait(), 0.1)
 
 
+def tls_context(settings: EncoderSettings) -> ssl.SSLContext | bool:
+    """How to check the relay's certificate: the system's CA store (True), the --ca-file
+    only, or not at all (False, --insecure). A bad --ca-file raises OSError (ssl.SSLError
+    for a file that holds no certificate)."""
+    if not settings.verify_tls:
+        return False
+    if settings.ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    except OSError as exc:  # ssl.SSLError too
+        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        raise OSError(f"--ca-file {str(settings.ca_file)!r}: cannot read a certificate from "
+                      f"it ({reason})") from exc
+
+
 def _safe_url(url: str) -> str:
     return url.split("?", 1)[0]
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text
+    """One plain line for a transient failure (aiohttp's own text names its connector's
+    internals, e.g. ``ssl:default``)."""
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS with the relay {exc.host}:{exc.port} failed: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        where = f"relay {exc.host}:{exc.port}"
+        err = exc.os_error
+        if isinstance(err, socket.gaierror):
+            return f"cannot reach {where}: the name {exc.host!r} does not resolve ({err.strerror})"
+        if err.errno:
+            reason = os.strerror(err.errno).lower()  # "connection refused"
+        elif isinstance(err, TimeoutError):
+            reason = "no answer"
+        else:
+            reason = err.strerror or str(err) or type(err).__name__
+        return f"cannot reach {where}: {reason}"
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        reason = exc.message
+        if exc.headers is not None:
+            reason = exc.headers.get("X-Steadycast-Error", reason)
+        return f"the relay answered HTTP {exc.status} to the uplink's upgrade: {reason}"
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "the relay did not answer in time"
+    return str(exc) or type(exc).__name__
+
+
+def _untrusted(exc: aiohttp.ClientConnectorCertificateError, with_ca_file: bool) -> str:
+    """The refusal line for a relay whose certificate did not verify."""
+    cert = exc.certificate_error
+    reason = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or str(cert)
+    hint = ("the certificate given with --ca-file did not match it" if with_ca_file else
+            "if it is your own relay with its self-signed certificate, give that certificate "
+            "with --ca-file (the relay's state_dir/tls/relay-cert.pem) or run again with "
+            "--insecure")
+    return (f"cannot trust the relay {exc.host}:{exc.port}: its TLS certificate did not "
+            f"verify ({reason}); {hint}")

@@ -62,6 +62,10 @@ class SenderCollector(Collector):
                     s.spool_memory_bytes)
         yield gauge("spool_disk_bytes", "Unacknowledged media spilled to disk",
                     s.spool_disk_bytes)
+        yield gauge("spool_full", "1 while the spool is full and new frames are dropped",
+                    1.0 if s.spool_full else 0.0)
+        yield counter("spool_dropped_frames", "Video frames dropped because the spool was full",
+                      s.dropped_frames_total)
         yield counter("sent_bytes", "Media payload bytes sent, retransmissions included",
                       s.sent_bytes_total)
         yield counter("acked_bytes", "Media payload bytes acknowledged", s.acked_bytes_total)

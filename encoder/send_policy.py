@@ -119,6 +119,11 @@ class SendPolicy:
     def on_connection_lost(self, wall: float) -> list[DropoutEvent]:
         return self.detector.on_connection_lost(wall)
 
+    def on_clean_end(self, wall: float) -> list[DropoutEvent]:
+        """The session ended cleanly (BYE sent, everything acknowledged): no outage, not even
+        when the connection goes right after; closes a dropout still open."""
+        return self.detector.stop(wall)
+
     def poll(self, wall: float) -> list[DropoutEvent]:
         """The control tick: nothing outstanding on a live connection counts as media (nothing
         is late), then the detector checks for a dropout."""

@@ -36,8 +36,11 @@ class EncoderSettings:
     title: str = "steadycast"
     x264_preset: str = "veryfast"
     verify_tls: bool = True  # False accepts a relay's self-signed certificate
-    spool_memory_mb: int = SPOOL_MEMORY_MB_DEFAULT
-    spool_disk_mb: int = SPOOL_DISK_MB_DEFAULT
+    ca_file: Path | None = None  # trust only this PEM certificate (the relay's own), not the
+                                 # system's CA store
+    framecode: bool = False  # draw the frame code over a file: source (testpattern always)
+    spool_memory_mb: float = SPOOL_MEMORY_MB_DEFAULT
+    spool_disk_mb: float = SPOOL_DISK_MB_DEFAULT
     spool_dir: Path | None = None  # None: the system's temp directory
     record_path: Path | None = None  # local full-quality MP4 copy
     record_kbps: int = RECORD_KBPS_DEFAULT

@@ -3,8 +3,9 @@
 A video source is asked, once per output frame, for a BGR picture at the session's resolution
 (``video(frame_number, capture_time_ms)``); it must not block.
 - ``testpattern``: a moving picture with the machine-readable frame code (and a beep tone).
-- ``file:PATH``: any file PyAV reads, looped, with the frame code drawn on it (its audio,
-  resampled, is silence if it has none).
+- ``file:PATH``: any file PyAV reads, looped (its audio, resampled, is silence if it has
+  none). The frame code is drawn over it only when asked (``framecode``, the encoder's
+  ``--framecode``): it is the user's own picture.
 - ``camera:N`` / ``camera:/dev/videoX``: a camera through OpenCV (``encoder.camera``).
 
 Audio is picked separately (``encoder.audio_sources.open_audio``); the ``audio(n)`` of the
@@ -81,12 +82,15 @@ class TestPatternSource:
 
 class FileSource:
     """A media file, looped, paced by the caller's frame clock (frames are repeated or dropped
-    to match the session fps)."""
+    to match the session fps). `framecode`: draw the frame code band over every picture (for
+    measuring; off by default, the picture is the user's)."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: int, sample_rate: int) -> None:
+    def __init__(self, path: Path, width: int, height: int, fps: int, sample_rate: int,
+                 framecode: bool = False) -> None:
         if not path.is_file():
             raise SourceError(f"source file {str(path)!r} does not exist or is not a file")
         self.path = path
+        self._framecode = framecode
         self._size = (width, height)
         self._fps = fps
         self._sample_rate = sample_rate
@@ -118,8 +122,9 @@ class FileSource:
         w, h = self._file_size
         rate = f"{self._file_fps:g} fps" if self._file_fps > 0 else "an unknown frame rate"
         sound = "with audio" if self._has_audio else "no audio"
+        code = ", frame code drawn" if self._framecode else ""
         return (f"file {str(self.path)!r}: {w}x{h} at {rate}, {sound}, looped "
-                f"(sent as {self._size[0]}x{self._size[1]} at {self._fps})")
+                f"(sent as {self._size[0]}x{self._size[1]} at {self._fps}{code})")
 
     def _decode(self) -> Any:
         streams = [self._container.streams.video[0]]
@@ -162,7 +167,8 @@ class FileSource:
         while self._frames and self._frames[0][0] <= t:
             self._current = self._frames.popleft()[1]
         out = self._current.copy()
-        draw_frame_code(out, FrameCode(frame_number, capture_time_ms))
+        if self._framecode:
+            draw_frame_code(out, FrameCode(frame_number, capture_time_ms))
         return out
 
     def audio(self, n: int) -> npt.NDArray[np.float32]:
@@ -183,15 +189,18 @@ class FileSource:
 
 
 def open_source(spec: str, width: int, height: int, fps: int, sample_rate: int,
-                title: str = "steadycast") -> Source:
-    """Open the video source named by ``spec``; a bad spec or device raises SourceError."""
+                title: str = "steadycast", framecode: bool = False) -> Source:
+    """Open the video source named by ``spec``; a bad spec or device raises SourceError.
+    `framecode`: draw the frame code over a file source too (the test pattern always has
+    it)."""
     if spec == "testpattern":
         return TestPatternSource(width, height, fps, sample_rate, title)
     if spec.startswith("file:"):
         path = spec[len("file:"):].strip()
         if not path:
             raise SourceError("file: needs a path after the colon, e.g. file:/home/me/clip.mp4")
-        return FileSource(Path(path).expanduser(), width, height, fps, sample_rate)
+        return FileSource(Path(path).expanduser(), width, height, fps, sample_rate,
+                          framecode=framecode)
     if spec.startswith("camera:"):
         from encoder.camera import CameraSource, parse_camera_device  # imports this module
 

@@ -35,6 +35,8 @@ class SenderStatus:
     spool_memory_bytes: int
     spool_disk_bytes: int
     backfill_pending: bool
+    spool_full: bool = False  # new frames are being dropped (encoder.spool_overflow)
+    dropped_frames_total: int = 0  # video frames dropped while the spool was full
 
 
 def _kb(n: int) -> str:
@@ -55,6 +57,10 @@ def status_line(s: SenderStatus) -> str:
     parts.append(f"backlog {s.backlog_ms / 1000:.1f} s/{_kb(s.backlog_bytes)}")
     if s.spool_disk_bytes:
         parts.append(f"spool disk {_kb(s.spool_disk_bytes)}")
+    if s.spool_full:
+        parts.append("SPOOL FULL: dropping new frames")
+    if s.dropped_frames_total:
+        parts.append(f"dropped {s.dropped_frames_total} frames")
     if s.relay_buffer_ms is not None:
         parts.append(f"relay buffer {s.relay_buffer_ms / 1000:.1f} s")
     if s.srtt_ms is not None:

@@ -23,6 +23,8 @@ log = logging.getLogger("steadycast")
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_UNTRUSTED = 4  # encode: the relay's TLS certificate did not verify
+EXIT_SPOOL_OVERFLOW = 5  # encode: all acknowledged, but the full spool dropped new frames
 MIN_KBPS_DEFAULT = 150  # video; with 64 kbit/s of audio, a 0.3 Mbit/s link still carries it
 MAX_KBPS_DEFAULT = 2500
 DEMO_TOKEN = "demo-token-change-me"  # the public fallback in steadycast/default_relay.toml
@@ -129,7 +131,7 @@ RESOLUTION_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from encoder.client import PublishRefused, UplinkClient
+    from encoder.client import PublishRefused, RelayNotTrusted, UplinkClient
     from encoder.settings import EncoderSettings
     from encoder.sources import SourceError
 
@@ -150,6 +152,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(f"steadycast encode: --relay {args.relay!r} must start with http:// or https://",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.framecode and not (args.source == "testpattern" or args.source.startswith("file:")):
+        print(f"steadycast encode: --framecode draws over a file:PATH source (the test pattern "
+              f"always has it), not over {args.source!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.ca_file and args.insecure:
+        print("steadycast encode: --ca-file and --insecure exclude each other: --ca-file checks "
+              "the relay's certificate, --insecure does not", file=sys.stderr)
+        return EXIT_USAGE
     start_kbps = args.start_kbps if args.start_kbps is not None else args.kbps
     # unset bounds make room for the start bitrate; bounds given explicitly must hold it
     min_kbps = args.min_kbps if args.min_kbps is not None else min(MIN_KBPS_DEFAULT, start_kbps)
@@ -164,15 +174,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
         max_kbps=max_kbps, fps_floor_kbps=args.fps_floor_kbps,
         width=int(m.group(1)), height=int(m.group(2)), fps=args.fps,
         duration_s=args.duration, title=args.title, x264_preset=args.preset,
-        verify_tls=not args.insecure, spool_memory_mb=args.spool_memory_mb,
+        verify_tls=not args.insecure,
+        ca_file=Path(args.ca_file).expanduser() if args.ca_file else None,
+        framecode=args.framecode, spool_memory_mb=args.spool_memory_mb,
         spool_disk_mb=args.spool_disk_mb,
         spool_dir=Path(args.spool_dir).expanduser() if args.spool_dir else None,
         record_path=Path(args.record).expanduser() if args.record else None,
         record_kbps=args.record_kbps, quiet=args.quiet, status_interval_s=args.status_interval,
         metrics_port=args.metrics_port, metrics_host=args.metrics_host,
         events_path=Path(args.events).expanduser() if args.events else None)
-    client = UplinkClient(settings)
     try:
+        client = UplinkClient(settings)  # a bad --ca-file: OSError
         summary = asyncio.run(_run_until_signal(client))
     except SourceError as exc:
         print(f"steadycast encode: {exc}", file=sys.stderr)
@@ -180,6 +192,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
     except PublishRefused as exc:
         print(f"steadycast encode: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except RelayNotTrusted as exc:
+        print(f"steadycast encode: {exc}", file=sys.stderr)
+        return EXIT_UNTRUSTED
     except (ValueError, OSError) as exc:  # a bad --record path, a metrics port in use, ...
         print(f"steadycast encode: {REDACTOR.scrub(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -187,7 +202,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(f"steadycast encode: {REDACTOR.scrub(str(exc))}", file=sys.stderr)
         return 1
     print(summary.line(), flush=True)
-    return 0 if summary.all_acked else 1
+    if not summary.all_acked:
+        return 1
+    if summary.dropped_video_frames or summary.dropped_units:
+        print(f"steadycast encode: the spool was full: {summary.dropped_video_frames} video "
+              f"frames were dropped and are missing from the relay's recording (raise "
+              f"--spool-disk-mb; the --record copy, if any, has them)", file=sys.stderr)
+        return EXIT_SPOOL_OVERFLOW
+    return 0
 
 
 async def _run_until_signal(client: UplinkClient) -> EncodeSummary:
@@ -245,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "the relay has not acknowledged (in memory, then on disk), so nothing is "
                     "lost; after an outage longer than the relay's buffer the live edge is "
                     "sent first and the rest follows for the relay's recording.",
+        epilog="Exit status: 0 the stream ended and the relay acknowledged everything; "
+               "1 it ended with media unacknowledged, or capture failed; 2 a bad option, "
+               "source or file; 3 the relay refused the stream (wrong token, unknown "
+               "stream); 4 the relay's TLS certificate did not verify (see --ca-file, "
+               "--insecure); 5 everything held was acknowledged, but the spool was full for "
+               "a while and new frames were dropped; 130 interrupted (Ctrl-C).",
     )
     e.add_argument("--relay", required=True, metavar="URL",
                    help="the relay's base URL, e.g. http://relay.example:8080")
@@ -265,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resolution", default="1280x720",
                    help="WIDTHxHEIGHT, constant for the session (default %(default)s)")
     g.add_argument("--fps", type=int, default=30, help="frames per second (default %(default)s)")
+    g.add_argument("--framecode", action="store_true",
+                   help="also draw the machine-readable frame number and capture time band "
+                        "over a file:PATH source, for measuring (the test pattern always "
+                        "carries it)")
     g.add_argument("--title", default="steadycast",
                    help="title drawn in the test pattern (default %(default)s)")
     g.add_argument("--duration", type=float, metavar="S",
@@ -290,12 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "640x360@30)")
     b.add_argument("--preset", default="veryfast", help="libx264 preset (default %(default)s)")
     k = e.add_argument_group("nothing lost")
-    k.add_argument("--spool-memory-mb", type=int, default=SPOOL_MEMORY_MB_DEFAULT,
+    k.add_argument("--spool-memory-mb", type=float, default=SPOOL_MEMORY_MB_DEFAULT,
                    help="unacknowledged media kept in memory before spilling to disk "
                         "(default %(default)s)")
-    k.add_argument("--spool-disk-mb", type=int, default=SPOOL_DISK_MB_DEFAULT,
-                   help="at most this much spilled to disk; if an outage outlasts it the "
-                        "encoder stops with a clear message (default %(default)s)")
+    k.add_argument("--spool-disk-mb", type=float, default=SPOOL_DISK_MB_DEFAULT,
+                   help="at most this much spilled to disk; if an outage outlasts it, new "
+                        "frames are dropped (everything held is still sent, the stream goes "
+                        "on, the exit status is 5) (default %(default)s)")
     k.add_argument("--spool-dir", metavar="DIR",
                    help="where to spill (default: the system's temp directory)")
     k.add_argument("--record", metavar="PATH.mp4",
@@ -304,7 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--record-kbps", type=int, default=RECORD_KBPS_DEFAULT,
                    help="video bitrate of the local copy (default %(default)s)")
     k.add_argument("--insecure", action="store_true",
-                   help="accept a relay's self-signed TLS certificate (https:// relays)")
+                   help="accept any TLS certificate from the relay (https:// relays), "
+                        "e.g. its self-signed one; prefer --ca-file")
+    k.add_argument("--ca-file", metavar="PEM",
+                   help="trust only this certificate for the relay (e.g. a copy of the "
+                        "relay's state_dir/tls/relay-cert.pem) instead of the system's CA store")
     o = e.add_argument_group("observability")
     o.add_argument("--quiet", action="store_true", help="no live status line")
     o.add_argument("--status-interval", type=float, metavar="S",
@@ -316,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address for --metrics-port (default %(default)s; 0.0.0.0 lets another "
                         "machine scrape)")
     o.add_argument("--events", metavar="PATH",
-                   help="append uplink outages and live-edge jumps to this JSON-lines file "
-                        "(the same shape as the relay's event log)")
+                   help="append uplink outages, live-edge jumps and full-spool episodes to "
+                        "this JSON-lines file (the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
 
     from benchmarks import bench, demo, emulator, trace_cli

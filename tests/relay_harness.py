@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -25,16 +26,20 @@ def steadycast_cmd(*args: str) -> list[str]:
 
 
 def start_relay(config: Path, port: int, log_path: Path,
-                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+                env: dict[str, str] | None = None, tls: bool = False) -> subprocess.Popen[bytes]:
+    """`tls`: the config has the relay serve HTTPS (its self-signed certificate is not
+    checked while waiting for /healthz)."""
     proc = subprocess.Popen(steadycast_cmd("relay", "--config", str(config)), cwd=ROOT,
                             stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})})
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/healthz"
+    context = ssl._create_unverified_context() if tls else None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"relay exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
                 if r.status == 200:
                     return proc
         except OSError:

@@ -40,10 +40,10 @@ def _make_clip(path: Path, seconds: float = 1.0, fps: int = 10) -> None:
         out.mux(a.encode(None))
 
 
-def test_file_source_loops_and_carries_the_frame_code(tmp_path: Path) -> None:
+def test_file_source_loops_and_carries_the_frame_code_when_asked(tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     _make_clip(clip)
-    src = FileSource(clip, 320, 180, 30, 48000)
+    src = FileSource(clip, 320, 180, 30, 48000, framecode=True)
     try:
         for n in range(75):  # 2.5 s at 30 fps from a 1 s clip: it loops twice
             img = src.video(n, 1_700_000_000_000 + n)
@@ -51,6 +51,20 @@ def test_file_source_loops_and_carries_the_frame_code(tmp_path: Path) -> None:
             code = read_frame_code(img)
             assert code is not None and code.frame_number == n
             assert src.audio(1600).shape == (1, 1600)
+    finally:
+        src.close()
+
+
+def test_file_source_leaves_the_users_picture_alone_by_default(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    _make_clip(clip)
+    src = open_source(f"file:{clip}", 320, 180, 30, 48000)
+    try:
+        for n in range(15):
+            img = src.video(n, 1_700_000_000_000 + n)
+            assert read_frame_code(img) is None
+            # the band's rows carry the clip's flat gray, not the code's black and white
+            assert int(img[:8].max()) - int(img[:8].min()) <= 16, n
     finally:
         src.close()
 

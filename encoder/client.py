@@ -9,8 +9,9 @@ back; a control task asks the ABR controller for a bitrate every ``UPDATE_INTERV
 feeds the dropout detector, moves the live edge after a long outage, and shows the status.
 
 A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S, with a
-plain reason (``_describe``); a refused publish (HTTP 401/403/404: unknown stream, wrong
-token) and a relay certificate that does not verify are fatal (``PublishRefused``,
+plain reason (``_describe``), or after the relay's ``Retry-After`` when it throttles wrong
+credentials (HTTP 429, ``retry_after_s``); a refused publish (HTTP 401/403/404: unknown
+stream, wrong token) and a relay certificate that does not verify are fatal (``PublishRefused``,
 ``RelayNotTrusted``) and reported in one line. A clean end (BYE sent, everything acked) is no
 outage. A full spool never ends the session: ``encoder.spool_overflow.OverflowGate`` drops new
 units only, what is held is still sent.
@@ -55,6 +56,7 @@ from encoder.settings import (
     FINAL_ACK_WAIT_S,
     RECONNECT_FIRST_S,
     RECONNECT_MAX_S,
+    RETRY_AFTER_MAX_S,
     EncoderSettings,
 )
 from encoder.spool_overflow import OverflowEnded, OverflowEvent, OverflowGate, OverflowStarted
@@ -350,9 +352,10 @@ class UplinkClient:
                             raise RuntimeError(self._fatal) from exc
                         backoff = RECONNECT_FIRST_S if backoff is None else min(
                             backoff * 2, RECONNECT_MAX_S)
+                        wait_s = max(backoff, retry_after_s(exc) or 0.0)
                         log.warning("uplink: %s; reconnecting in %.2f s",
-                                    _describe(exc), backoff)
-                        await asyncio.sleep(backoff)
+                                    _describe(exc), wait_s)
+                        await asyncio.sleep(wait_s)
         finally:
             self._accepting = False
             control.cancel()
@@ -519,6 +522,21 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return "the relay did not answer in time"
     return str(exc) or type(exc).__name__
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The wait a relay asked for with HTTP 429 and ``Retry-After: SECONDS`` (its throttle of
+    wrong credentials), capped at ``RETRY_AFTER_MAX_S``; None for any other failure."""
+    if not isinstance(exc, aiohttp.WSServerHandshakeError) or exc.status != 429:
+        return None
+    value = exc.headers.get("Retry-After", "") if exc.headers is not None else ""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    if not seconds >= 0:  # NaN too
+        return None
+    return min(seconds, RETRY_AFTER_MAX_S)
 
 
 def _untrusted(exc: aiohttp.ClientConnectorCertificateError, with_ca_file: bool) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 RECONNECT_FIRST_S = 0.25  # the first retry comes within 0.5 s of a lost connection
 RECONNECT_MAX_S = 2.0  # retries never more than 2 s apart
+RETRY_AFTER_MAX_S = 120.0  # the longest HTTP 429 Retry-After the encoder honours
 ACK_TIMEOUT_S = 10.0  # unacked data and no ACK for this long: the connection is dead
 KEYFRAME_INTERVAL_S = 2.0
 AUDIO_SAMPLE_RATE = 48000

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from encoder.client import tls_context
@@ -129,3 +130,26 @@ def test_a_bad_ca_file_is_named(tmp_path: Path) -> None:
                                    ca_file=path)
         with pytest.raises(OSError, match=rf"--ca-file '{re.escape(str(path))}': cannot read"):
             tls_context(settings)
+
+
+def test_a_throttled_upgrade_waits_as_long_as_the_relay_asks() -> None:
+    """HTTP 429 from the relay's credential throttle: the encoder waits Retry-After (capped),
+    instead of hammering it every RECONNECT_MAX_S; any other failure has no such wait."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from encoder.client import retry_after_s
+    from encoder.settings import RETRY_AFTER_MAX_S
+
+    def refusal(status: int, retry_after: str | None) -> aiohttp.WSServerHandshakeError:
+        headers = CIMultiDict({"Retry-After": retry_after} if retry_after is not None else {})
+        return aiohttp.WSServerHandshakeError(
+            request_info=None, history=(), status=status,  # type: ignore[arg-type]
+            message="Too Many Requests", headers=CIMultiDictProxy(headers))
+
+    assert retry_after_s(refusal(429, "17")) == 17.0
+    assert retry_after_s(refusal(429, "100000")) == RETRY_AFTER_MAX_S
+    assert retry_after_s(refusal(429, "soon")) is None
+    assert retry_after_s(refusal(429, "nan")) is None
+    assert retry_after_s(refusal(429, None)) is None
+    assert retry_after_s(refusal(503, "17")) is None
+    assert retry_after_s(OSError("refused")) is None

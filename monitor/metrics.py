@@ -56,5 +56,12 @@ class RelayMetrics:
                                     "Packets dropped because the destination fell behind", d,
                                     registry=r)
 
+        self.recording_ok = Gauge(PREFIX + "recording_ok",
+                                  "1 while the archive is written, 0 while it fails", s,
+                                  registry=r)
+        self.recording_errors = Counter(PREFIX + "recording_errors",
+                                        "Archive failures (each counted once, when it starts)",
+                                        s, registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -70,6 +70,8 @@ class Relay:
         return throttle
 
     async def start(self) -> None:
+        for s in self.streams.values():
+            s.restore()  # sessions recorded when the relay stopped: continue them, on slate
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def close(self) -> None:

@@ -242,7 +242,16 @@ def stream_view(status: Mapping[str, Any], buffer_target_ms: int,
         "destinations": [_destination_view(d) for d in status.get("destinations") or ()
                          if isinstance(d, Mapping)],
         "dropouts": [_dropout_view(r) for r in dropouts],
+        "recording": _recording_view(status.get("recording")),
     }
+
+
+def _recording_view(rec: Any) -> dict[str, Any] | None:
+    """The archive's state as StreamRuntime.status() gives it (state, error, file)."""
+    if not isinstance(rec, Mapping):
+        return None
+    return {"state": _text(rec.get("state"), 16), "error": _text(rec.get("error"), 300),
+            "file": _text(rec.get("file"), 255)}
 
 
 def dashboard_view(streams: Sequence[dict[str, Any]], probes: Iterable[ProbeRow], now_s: float,

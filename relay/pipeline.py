@@ -71,6 +71,11 @@ class StreamPipeline:
     def push(self, unit: AccessUnit) -> None:
         self._inbox.put(("unit", unit))
 
+    def go_on_air(self) -> None:
+        """Open the platform sessions now, on the slate (a session restored after a relay
+        restart: the platforms get the slate at once, not when live media returns)."""
+        self._inbox.put(("air", None))
+
     def new_timeline(self) -> None:
         self._inbox.put(("reset", None))
 
@@ -118,6 +123,7 @@ class StreamPipeline:
         live_audio = np.zeros((OUTPUT_CHANNELS, 0), dtype=np.float32)
         on_air = False
         ending = False
+        air_now = False  # open the platform sessions at once, on the slate
         out_index = 0
         frames_by_source = {src.value: 0 for src in OutputSource}
         skipped_reported = 0
@@ -138,6 +144,8 @@ class StreamPipeline:
                     ending = False
                 elif kind == "end":
                     ending = True
+                elif kind == "air":
+                    air_now = True
                 elif kind == "stop":
                     enc.close()
                     return
@@ -163,7 +171,8 @@ class StreamPipeline:
                                        reason=f"no live media for hold_s={s.hold_s:g} s")
                 self._stop_destinations(drain=False)
                 on_air = False
-            if not on_air and source == OutputSource.LIVE:
+            if not on_air and (source == OutputSource.LIVE or air_now):
+                air_now = False
                 self.destinations = self._make_destinations(enc.video_stream, enc.audio_stream)
                 for d in self.destinations:
                     d.start()

@@ -35,10 +35,11 @@ from monitor.dropout import (
 from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
 from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, DropoutJournal, MonitorStore
+from relay.checkpoint import CheckpointError, RecordingCheckpoint, checkpoint_path, load_checkpoint
 from relay.destination import Destination
 from relay.pipeline import StreamPipeline
 from relay.playout import AccessUnit
-from relay.recording import Recorder
+from relay.recording import Notice, Recorder
 from relay.settings import RelaySettings, StreamSettings
 from uplink import (
     CloseCode,
@@ -81,6 +82,49 @@ class StreamRuntime:
         self.last_stats: dict[str, int] = {}
         self.dropouts = 0
         self.connections = 0
+        self._live_next_seq = 0  # live units below it went to the pipeline already
+        self._checkpoint_file = checkpoint_path(relay.state_dir, settings.name)
+
+    # --- restart ---------------------------------------------------------------------
+    def restore(self) -> bool:
+        """At startup: a session the relay was recording when it stopped (its checkpoint in
+        state_dir) is recreated, so the encoder's next HELLO continues it and its archive;
+        the pipeline starts at once and puts the platforms on the slate. True if restored."""
+        if not self.settings.record:
+            return False
+        name = self.settings.name
+        try:
+            cp = load_checkpoint(self._checkpoint_file)
+        except (CheckpointError, OSError) as exc:
+            log.error("stream %s: cannot read the recording checkpoint %s (%s); the next "
+                      "session starts a new archive", name, self._checkpoint_file, exc)
+            return False
+        if cp is None:
+            return False
+        self.receiver = self._new_receiver()
+        self.receiver.restore(cp.session_id, cp.kept_seq)
+        self.recorder = self._new_recorder(cp)
+        self._ensure_outputs()
+        assert self.pipeline is not None
+        self.pipeline.go_on_air()
+        self.disconnected_at = time.time()
+        log.warning("stream %s: restored session %s from %s: archive kept up to seq %d; "
+                    "waiting for the encoder, the platforms get the slate", name,
+                    cp.session_id.hex()[:8], self._checkpoint_file, cp.kept_seq)
+        self.events.write("session_restored", stream=name, session=cp.session_id.hex()[:8],
+                          kept_seq=cp.kept_seq)
+        return True
+
+    def _new_receiver(self) -> UplinkReceiver:
+        # with recording on, the cumulative ACK waits for the archive (docs/relay.md)
+        return UplinkReceiver(buffer_ms=self.settings.buffer_ms,
+                              max_message_bytes=self.relay.max_message_bytes,
+                              kept_ack=self.settings.record)
+
+    def _new_recorder(self, resume: RecordingCheckpoint | None = None) -> Recorder:
+        self.metrics.recording_ok.labels(self.settings.name).set(1)
+        return Recorder(self.settings.name, self.relay.record_dir,
+                        checkpoint_file=self._checkpoint_file, resume=resume)
 
     # --- state -----------------------------------------------------------------------
     @property
@@ -120,8 +164,12 @@ class StreamRuntime:
             out.update({k: v for k, v in snap.items() if k != "destinations"})
             if snap["destinations"]:
                 out["destinations"] = snap["destinations"]
-        if self.recorder is not None and self.recorder.files:
-            out["recording"] = str(self.recorder.files[-1])
+        if not self.settings.record:
+            out["recording"] = {"state": "off", "error": None, "file": None}
+        elif self.recorder is not None:
+            out["recording"] = self.recorder.status()
+        else:
+            out["recording"] = {"state": "idle", "error": None, "file": None}
         return out
 
     # --- ingest ----------------------------------------------------------------------
@@ -138,8 +186,7 @@ class StreamRuntime:
             self.metrics.ingest_connections.labels(self.settings.name).inc()
             self.metrics.ingest_connected.labels(self.settings.name).set(1)
             if self.receiver is None or self.ended:
-                self.receiver = UplinkReceiver(buffer_ms=self.settings.buffer_ms,
-                                               max_message_bytes=self.relay.max_message_bytes)
+                self.receiver = self._new_receiver()
             receiver = self.receiver
             receiver.connection_made(time.monotonic())
             self.connected_since = time.time()
@@ -198,6 +245,9 @@ class StreamRuntime:
     async def _flush(self, ws: web.WebSocketResponse, receiver: UplinkReceiver) -> None:
         if self.pipeline is not None:
             receiver.set_buffer_ms(self.pipeline.buffer_ms)
+        kept = self.recorder.kept if self.recorder is not None else None
+        if kept is not None:  # written and checkpointed: now it may be acknowledged
+            receiver.set_kept(kept[1], kept[0])
         for data in receiver.data_to_send(time.monotonic()):
             await ws.send_bytes(data)
 
@@ -205,11 +255,17 @@ class StreamRuntime:
         name = self.settings.name
         if isinstance(ev, SessionStarted):
             self.ended = False
-            if not ev.resumed:
+            if ev.continued:
+                log.info("stream %s: sender session %s continues at seq %d (the relay lost "
+                         "what it had not kept; the sender resends it)", name,
+                         ev.session_id.hex()[:8], ev.next_seq)
+                self._ensure_outputs()
+            elif not ev.resumed:
                 log.info("stream %s: new sender session %s", name, ev.session_id.hex()[:8])
                 self.events.write("session_started", stream=name, session=ev.session_id.hex()[:8])
                 self._time_bases.clear()
                 self._video_tracks.clear()
+                self._live_next_seq = 0
                 self._ensure_outputs()
                 assert self.pipeline is not None
                 if self.recorder is not None:  # None with record = false
@@ -240,7 +296,9 @@ class StreamRuntime:
                 # every seq below the receiver's next_seq has arrived or never will
                 self.recorder.media(m, received_below=(
                     self.receiver.next_seq if self.receiver is not None else None))
-            if self.pipeline is not None and not m.backfill:  # backfill is behind the live edge
+            if (self.pipeline is not None and not m.backfill  # backfill is behind the live edge
+                    and m.seq >= self._live_next_seq):  # a resend the live has had already
+                self._live_next_seq = m.seq + 1
                 self.pipeline.push(AccessUnit(
                     track_id=m.track_id, is_video=m.track_id in self._video_tracks,
                     pts_s=float(m.pts * tb), dts_s=float(m.dts * tb), keyframe=m.keyframe,
@@ -258,12 +316,13 @@ class StreamRuntime:
             if self.pipeline is not None:
                 self.pipeline.end()
             if self.recorder is not None:
+                self.recorder.end_session()  # the archive is complete: no checkpoint left
                 self.recorder.close(wait=False)
                 self.recorder = None
 
     def _ensure_outputs(self) -> None:
         if self.recorder is None and self.settings.record:
-            self.recorder = Recorder(self.settings.name, self.relay.record_dir)
+            self.recorder = self._new_recorder()
         if self.pipeline is None or self.pipeline.finished.is_set():
             self.pipeline = StreamPipeline(self.settings, self.relay.output,
                                            self._make_destinations, self.metrics, self.events)
@@ -328,6 +387,7 @@ class StreamRuntime:
         if not self.stopping:
             self._dropout_events(self.detector.poll(now))
             self._low_throughput_events(self.low_throughput.poll(now))
+        await self._recorder_tick()
         r = self.receiver
         if r is not None:
             self.metrics.ingest_kbps.labels(self.settings.name).set(r.arrival_kbps)
@@ -343,8 +403,50 @@ class StreamRuntime:
                 self._stop_detectors(now)
                 self.receiver = None
                 if self.recorder is not None:
+                    self.recorder.end_session()  # nobody will continue it
                     self.recorder.close(wait=False)
                     self.recorder = None
+
+    async def _recorder_tick(self) -> None:
+        """Report what the recorder noticed (once each), and replace a recorder that died."""
+        rec = self.recorder
+        if rec is None:
+            return
+        name = self.settings.name
+        for notice in rec.take_notices():
+            await self._on_recording_notice(notice)
+        if not rec.alive:
+            log.error("stream %s: the recorder stopped (%s); starting a new one from the "
+                      "checkpoint", name, rec.error)
+            self.metrics.recording_ok.labels(name).set(0)
+            self.events.write("recording_failed", stream=name, error=rec.error or "stopped")
+            try:
+                cp = load_checkpoint(self._checkpoint_file)
+            except (CheckpointError, OSError):
+                cp = None
+            self.recorder = self._new_recorder(cp)
+            if self.receiver is not None and cp is None and self.receiver.session_id:
+                self.recorder.new_session(self.receiver.session_id)
+            for t in (self.receiver.tracks.values() if self.receiver is not None else ()):
+                self.recorder.track(t, changed=True)
+
+    async def _on_recording_notice(self, notice: Notice) -> None:
+        name = self.settings.name
+        if notice.kind == "failed":
+            self.metrics.recording_ok.labels(name).set(0)
+            self.metrics.recording_errors.labels(name).inc()
+            self.events.write("recording_failed", stream=name, error=notice.error)
+        elif notice.kind == "recovered":
+            self.metrics.recording_ok.labels(name).set(1)
+            self.events.write("recording_recovered", stream=name)
+        elif notice.kind == "resend" and self.receiver is not None:
+            # the recorder dropped its copies: the sender must send them again
+            self.receiver.forget_unkept()
+            self.events.write("recording_resend", stream=name, from_seq=notice.seq)
+            ws = self.ws
+            if ws is not None and not ws.closed:
+                await ws.close(code=CloseCode.GOING_AWAY,
+                               message=b"archive recovered: resend from the watermark")
 
     def begin_shutdown(self) -> None:
         """The relay is shutting down (SIGINT): from now on the server stops reading and then

@@ -211,6 +211,7 @@ def record(tmp_path: Path, tracks: list[TrackConfig], arrivals: list[Media],
     else:
         for m in arrivals:
             recorder.media(m)
+    recorder.end_session()  # the sender's BYE: what is held above a gap is written
     recorder.close()
     return recorder
 

@@ -136,9 +136,12 @@ key = "destB"
                              min_duration_s=min_duration)
 
     # the relay's own recording holds every captured frame, in order, once
-    recordings = sorted((record_dir / "farm1").glob("*.ts"))
-    assert len(recordings) == 1, recordings
-    numbers = frame_numbers(recordings[0])
+    # (one session; a pause of the ingest continues it in a new part: they concatenate)
+    recordings = sorted((record_dir / "farm1").glob("*.ts"), key=lambda p: p.stat().st_mtime)
+    assert len({p.name.split("-")[3].split(".")[0] for p in recordings}) == 1, recordings
+    joined = tmp_path / "archive.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in recordings))
+    numbers = frame_numbers(joined)
     assert numbers == list(range(captured)), (
         f"{len(numbers)} frames, first unreadable or out of order at "
         f"{next((i for i, n in enumerate(numbers) if n != i), None)}")

@@ -277,7 +277,7 @@ def test_oversized_message_is_too_large() -> None:
 @pytest.mark.parametrize(
     ("ranges", "words"),
     [
-        (((10, 12),), ["range 0 start 10 must be > next_seq 10"]),
+        (((9, 12),), ["range 0 start 9 must be >= next_seq 10"]),
         (((5, 7),), ["range 0 start 5"]),
         (((20, 30), (12, 14)), ["range 1 start 12 must be > range 0 end 30"]),
         (((12, 20), (15, 25)), ["range 1 start 15"]),
@@ -292,6 +292,12 @@ def test_ack_ranges_unsorted_overlapping_or_empty_are_bad_values(
     header = struct.pack(">BQIIB", 5, 10, 0, 0, len(ranges))
     data = header + b"".join(struct.pack(">QQ", s, e) for s, e in ranges)
     _expect(data, CloseCode.BAD_VALUE, "ACK", *words)
+
+
+def test_ack_first_range_may_start_at_next_seq_received_but_not_yet_kept() -> None:
+    # v1 relaxation (spec 4.5): [next_seq, end) is "received, not yet in the archive"
+    ack = Ack(next_seq=10, buffer_ms=0, arrival_kbps=0, sack_ranges=((10, 12), (14, 15)))
+    assert decode(encode(ack)) == ack
 
 
 def test_ack_with_too_many_ranges_is_refused() -> None:

@@ -3,6 +3,17 @@
 The caller owns the WebSocket(s). One receiver outlives any number of connections of the same
 session: it remembers which seqs arrived (next_seq plus SACK ranges) and the track configs, so
 a reconnecting sender resumes where it left off and resent media is dropped as a duplicate.
+
+Kept versus received (docs/uplink-protocol.md, sections 4.5 and 7.2). A receiver built with
+``kept_ack=True`` (the relay records the stream) acknowledges cumulatively only what the caller
+says is kept (``set_kept``: written to the archive and checkpointed); what arrived but is not
+kept yet goes in the ACK's first SACK range, ``[kept, next_seq)``, so the sender still sees it
+arrive (RTT, in-flight window, live lag) but holds it until the cumulative ACK passes it.
+Rules: the ACK's ``next_seq`` is min(received contiguously, kept) and never falls within a
+session; ``forget_unkept`` drops what is received but not kept (the relay lost its copies) and
+the next HELLO is answered ``resumed = 0`` ("SACK state lost") so the sender resends it;
+``restore`` recreates a session from the relay's saved state after a restart, answered
+``resumed = 0`` too, but reported as ``continued`` so the relay goes on with its archive.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from .wire import (
     MAX_BYE_REASON_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_SACK_RANGES,
+    SESSION_ID_BYTES,
     Ack,
     Bye,
     Hello,
@@ -37,11 +49,14 @@ _U32_MAX = 2**32 - 1
 
 @dataclass(frozen=True, slots=True)
 class SessionStarted:
-    """A HELLO was accepted. `resumed`: same session as before, state kept."""
+    """A HELLO was accepted. `resumed`: same session as before, state kept. `continued`: not
+    resumed on the wire (the SACK state was lost: a relay restart or `forget_unkept`), but the
+    same session as before for the relay's archive."""
 
     session_id: bytes
     resumed: bool
     next_seq: int
+    continued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,7 @@ class UplinkReceiver:
         buffer_ms: int,
         ack_interval_s: float = ACK_INTERVAL_S_DEFAULT,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        kept_ack: bool = False,
     ) -> None:
         if not ack_interval_s > 0:
             raise ValueError(f"ack_interval_s must be > 0, not {ack_interval_s}")
@@ -98,6 +114,10 @@ class UplinkReceiver:
         self._resumed = False
         self._next_seq = 0
         self._ranges: list[tuple[int, int]] = []  # [start, end) above next_seq, sorted, gapped
+        self._kept_ack = kept_ack
+        self._kept = 0  # kept_ack: every seq below it is kept (see set_kept)
+        self._acked = 0  # the cumulative next_seq last told to the sender
+        self._sack_lost = False  # answer the next HELLO of this session resumed = 0
         self._tracks: dict[int, TrackConfig] = {}
         # the current connection
         self._conn_up = False
@@ -132,6 +152,36 @@ class UplinkReceiver:
         self._media_since_ack = 0
         self._last_ack_time = None
         self._last_now = now
+
+    def restore(self, session_id: bytes, next_seq: int) -> None:
+        """Recreate a session from the relay's saved state (after a restart): every seq below
+        `next_seq` is kept. The next HELLO with this session id continues it (answered
+        resumed = 0: the SACK state is lost, the sender resends all it holds from next_seq)."""
+        if len(session_id) != SESSION_ID_BYTES:
+            raise ValueError(f"session_id must be {SESSION_ID_BYTES} bytes, not {len(session_id)}")
+        self._session_id = bytes(session_id)
+        self._ended = False
+        self._next_seq = self._kept = self._acked = next_seq
+        self._ranges = []
+        self._tracks = {}
+        self._sack_lost = True
+
+    def set_kept(self, seq: int, session_id: bytes) -> None:
+        """Every seq below `seq` of session `session_id` is kept (a watermark for another
+        session is ignored; it never moves back). Only with kept_ack=True."""
+        if session_id != self._session_id or seq <= self._kept:
+            return
+        self._kept = seq
+
+    def forget_unkept(self) -> None:
+        """Forget every seq received but not kept (the caller dropped its copies): next_seq
+        falls back to the kept watermark, SACK ranges are dropped, and the next HELLO of this
+        session is answered resumed = 0 so the sender resends them. Close the connection."""
+        if not self._kept_ack:
+            return
+        self._next_seq = min(self._next_seq, self._kept)
+        self._ranges = []
+        self._sack_lost = True
 
     def connection_lost(self, now: float) -> None:
         self._conn_up = False
@@ -186,12 +236,13 @@ class UplinkReceiver:
                 encode(
                     Welcome(
                         resumed=self._resumed,
-                        next_seq=self._next_seq,
+                        next_seq=self._ack_next_seq(),
                         buffer_ms=self._delay_ms,
                     )
                 )
             )
             self._last_ack_time = now
+            self._acked = self._ack_next_seq()
             if self._ack_with_welcome:
                 out.append(self._ack(now))
             return out
@@ -206,6 +257,8 @@ class UplinkReceiver:
         if self._welcome_due or self._last_ack_time is None:
             return self._last_now
         if self._media_since_ack == 0:
+            if self._ack_next_seq() > self._acked:  # the kept watermark moved
+                return self._last_ack_time + self._ack_interval_s
             return None
         if self._media_since_ack >= ACK_EVERY_MEDIA:
             return self._last_now
@@ -236,6 +289,12 @@ class UplinkReceiver:
     def next_seq(self) -> int:
         """Every seq below it has been received."""
         return self._next_seq
+
+    @property
+    def kept_seq(self) -> int:
+        """The cumulative ACK: every seq below it is kept (received, and with kept_ack in the
+        archive)."""
+        return self._ack_next_seq()
 
     @property
     def sack_ranges(self) -> tuple[tuple[int, int], ...]:
@@ -279,22 +338,27 @@ class UplinkReceiver:
     # -- internals -----------------------------------------------------------------------------
 
     def _on_hello(self, msg: Hello) -> SessionStarted:
-        resumed = msg.session_id == self._session_id and not self._ended
-        if resumed:
+        same = msg.session_id == self._session_id and not self._ended
+        continued = same and self._sack_lost
+        if same:
             if msg.acked_seq > self._next_seq:
                 # The sender no longer holds those seqs (another relay acked them): skip them.
                 self._advance_to(msg.acked_seq)
+            self._kept = max(self._kept, msg.acked_seq)
         else:
             self._session_id = msg.session_id
             self._ended = False
-            self._next_seq = msg.acked_seq
+            self._next_seq = self._kept = self._acked = msg.acked_seq
             self._ranges = []
             self._tracks = {}
+        self._sack_lost = False
+        resumed = same and not continued
         self._resumed = resumed
         self._hello = True
         self._welcome_due = True
-        self._ack_with_welcome = bool(self._ranges)
-        return SessionStarted(session_id=msg.session_id, resumed=resumed, next_seq=self._next_seq)
+        self._ack_with_welcome = bool(self._ack_ranges())
+        return SessionStarted(session_id=msg.session_id, resumed=resumed,
+                              next_seq=self._ack_next_seq(), continued=continued)
 
     def _on_media(self, msg: Media, now: float) -> list[ReceiverEvent]:
         if msg.track_id not in self._tracks:
@@ -355,9 +419,26 @@ class UplinkReceiver:
             self._next_seq = ranges.pop(0)[1]
         self._ranges = ranges
 
+    def _ack_next_seq(self) -> int:
+        return min(self._next_seq, self._kept) if self._kept_ack else self._next_seq
+
+    def _ack_ranges(self) -> list[tuple[int, int]]:
+        """The SACK ranges of an ACK: [kept, next_seq) first when not all received is kept,
+        then the received ranges; at most MAX_SACK_RANGES (the oldest gaps are left out
+        then: the sender keeps what it already knows, and learns them later)."""
+        ranges = self._ranges
+        kept = self._ack_next_seq()
+        if kept < self._next_seq:
+            ranges = [(kept, self._next_seq), *ranges]
+            if len(ranges) > MAX_SACK_RANGES:
+                ranges = ranges[:1] + ranges[len(ranges) - MAX_SACK_RANGES + 1 :]
+        return ranges
+
     def _ack_due(self, now: float) -> bool:
         if self._media_since_ack == 0:
-            return False
+            if self._ack_next_seq() <= self._acked or self._last_ack_time is None:
+                return False
+            return now - self._last_ack_time >= self._ack_interval_s
         if self._media_since_ack >= ACK_EVERY_MEDIA or self._last_ack_time is None:
             return True
         return now - self._last_ack_time >= self._ack_interval_s
@@ -366,12 +447,13 @@ class UplinkReceiver:
         self._media_since_ack = 0
         self._last_ack_time = now
         self._expire_arrivals(now)
+        self._acked = self._ack_next_seq()
         return encode(
             Ack(
-                next_seq=self._next_seq,
+                next_seq=self._acked,
                 buffer_ms=self._buffer_ms,
                 arrival_kbps=self.arrival_kbps,
-                sack_ranges=tuple(self._ranges),
+                sack_ranges=tuple(self._ack_ranges()),
             )
         )
 

@@ -114,7 +114,9 @@ class Media:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Relay -> sender. `sack_ranges`: half-open [start, end) ranges received above next_seq."""
+    """Relay -> sender. Every seq below `next_seq` is kept (received and, where the relay
+    records, in its archive). `sack_ranges`: half-open [start, end) ranges received at or
+    above next_seq; the first may start at next_seq (received, not yet kept)."""
 
     next_seq: int
     buffer_ms: int
@@ -308,17 +310,21 @@ def _media_problem(media: Media) -> str | None:
 def _ack_problem(ack: Ack) -> str | None:
     if len(ack.sack_ranges) > MAX_SACK_RANGES:
         return f"ACK n_ranges {len(ack.sack_ranges)} exceeds {MAX_SACK_RANGES}"
-    floor = ack.next_seq  # the first range must start above next_seq, each next above the last
+    # The first range may start at next_seq (received there, not yet kept: spec section 7.2);
+    # each further range starts above the end of the one before (sorted, non-adjacent).
     for i, (start, end) in enumerate(ack.sack_ranges):
-        if start <= floor:
-            what = "next_seq" if i == 0 else f"range {i - 1} end"
+        if i == 0 and start < ack.next_seq:
             return (
-                f"ACK range {i} start {start} must be > {what} {floor}"
+                f"ACK range 0 start {start} must be >= next_seq {ack.next_seq}"
                 " (ranges sorted, non-overlapping, non-adjacent)"
+            )
+        if i > 0 and start <= ack.sack_ranges[i - 1][1]:
+            return (
+                f"ACK range {i} start {start} must be > range {i - 1} end "
+                f"{ack.sack_ranges[i - 1][1]} (ranges sorted, non-overlapping, non-adjacent)"
             )
         if end <= start:
             return f"ACK range {i} is empty or reversed: start {start}, end {end}"
-        floor = end
     return None
 
 

@@ -108,6 +108,7 @@ class StreamRuntime:
             "ingest_kbps": self._ingest_kbps(),
             "next_seq": r.next_seq if r is not None else 0,
             "duplicates": r.duplicates if r is not None else 0,
+            "seqs_given_up": r.seqs_given_up if r is not None else 0,
             "connections": self.connections,
             "dropouts": self.dropouts,
             "in_dropout": self.detector.in_dropout,

@@ -5,9 +5,10 @@ byte changes, truncations, insertions, changed length fields, splices of two mes
 type bytes, random bytes) go to
 
 (a) ``UplinkReceiver`` directly, in process: anything but ``ProtocolError`` is a crash;
-(b) the real ingest path: a real relay process, many WebSocket connections in parallel on one
-    stream, each opened with a valid HELLO and TRACK, then mutated messages until the relay
-    closes it; meanwhile a real ``steadycast encode`` publishes on another stream, and every
+(b) the real ingest path: a real relay process, WebSocket connections in parallel, each worker
+    on a stream of its own (on one stream each new HELLO would replace the others, 4410),
+    each connection opened with a valid HELLO and TRACKs, then mutated messages until the
+    relay closes it; meanwhile a real ``steadycast encode`` publishes on another stream, and every
     frame it captured (all acknowledged at its clean end) must be in that stream's recording
     exactly once.
 
@@ -160,7 +161,7 @@ def fuzz_receiver(messages: int, seed: int, seconds: float | None = None) -> dic
             "messages_per_s": round(sent / took) if took > 0 else 0, "codes": dict(codes)}
 
 
-async def _hostile(url: str, seconds: float, parallel: int, seed: int) -> dict[str, Any]:
+async def _hostile(base_url: str, seconds: float, parallel: int, seed: int) -> dict[str, Any]:
     codes: Counter[str] = Counter()
     totals = {"connections": 0, "messages": 0}
     deadline = time.monotonic() + seconds
@@ -168,6 +169,7 @@ async def _hostile(url: str, seconds: float, parallel: int, seed: int) -> dict[s
 
     async def worker(k: int, http: aiohttp.ClientSession) -> None:
         rng = random.Random(seed * 1000 + k)
+        url = f"{base_url}/fuzz{k}"
         while time.monotonic() < deadline:
             try:
                 async with http.ws_connect(url, headers=headers, max_msg_size=0) as ws:
@@ -216,10 +218,8 @@ x264_preset = "ultrafast"
 [streams.real]
 token = "{TOKEN_REAL}"
 buffer_ms = 1000
-[streams.fuzz]
-token = "{TOKEN_FUZZ}"
-buffer_ms = 1000
-""", encoding="utf-8")
+""" + "".join(f'[streams.fuzz{k}]\ntoken = "{TOKEN_FUZZ}"\nbuffer_ms = 1000\n'
+              for k in range(parallel)), encoding="utf-8")
         relay = start_relay(cfg, port, d / "relay.log", log_level="error")
         rss_start = rss_bytes(relay.pid)
         encoder = subprocess.Popen(
@@ -230,7 +230,7 @@ buffer_ms = 1000
             stdout=subprocess.PIPE, stderr=(d / "encoder.log").open("wb"))
         try:
             t0 = time.monotonic()
-            hostile = asyncio.run(_hostile(f"ws://127.0.0.1:{port}/ingest/fuzz", seconds,
+            hostile = asyncio.run(_hostile(f"ws://127.0.0.1:{port}/ingest", seconds,
                                            parallel, seed))
             took = time.monotonic() - t0
             rss_peak_after = rss_bytes(relay.pid)
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="time for each part")
     ap.add_argument("--messages", type=int, default=1_000_000,
                     help="most mutated messages for the in-process part")
-    ap.add_argument("--parallel", type=int, default=32, help="hostile connections at once")
+    ap.add_argument("--parallel", type=int, default=8,
+                    help="hostile connections at once, each on a stream of its own")
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args(argv)
     receiver = fuzz_receiver(args.messages, args.seed, args.seconds)

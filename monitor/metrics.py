@@ -42,6 +42,9 @@ class RelayMetrics:
                                    ["stream", "source"], registry=r)
         self.output_frames = Counter(PREFIX + "output_frames", "Frames sent to the platforms",
                                      ["stream", "source"], registry=r)
+        self.pipeline_failures = Counter(PREFIX + "pipeline_failures",
+                                         "Output pipelines that failed (replaced on resume)", s,
+                                         registry=r)
         self.skipped_late = Counter(PREFIX + "skipped_late_units",
                                     "Access units too old for the live edge (still recorded)", s,
                                     registry=r)

@@ -29,6 +29,7 @@ import numpy as np
 from monitor.dropout import CAUSE_RELAY_STOPPED
 from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
+from monitor.redact import REDACTOR
 from relay.destination import Destination
 from relay.playout import AccessUnit, PlayoutBuffer
 from relay.settings import OutputProfile, StreamSettings
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_LAG_S = 1.0  # a pipeline this far behind its clock resets the clock instead of bursting
 MAX_LIVE_AUDIO_S = 0.5  # live audio queued beyond this is dropped to keep lip sync
+ERROR_MAX_CHARS = 200  # a failure's text in the status API and the event log
 
 DestinationFactory = Callable[[Any, Any], list[Destination]]
 
@@ -59,6 +61,7 @@ class StreamPipeline:
                                           "on_air": False, "destinations": []}
         self.destinations: list[Destination] = []
         self.finished = threading.Event()
+        self.error: str | None = None  # why the pipeline failed, secrets masked; None if not
         self._relay_stopping = False
         self._thread = threading.Thread(target=self._run_guarded, name=f"pipe-{settings.name}",
                                         daemon=True)
@@ -101,14 +104,32 @@ class StreamPipeline:
 
     # --- the pipeline thread -------------------------------------------------------------
     def _run_guarded(self) -> None:
+        """Run the pipeline; whatever way it ends, its destinations are stopped and its
+        gauges read 0 (nothing is on air). A failure is reported once: the log (with the
+        traceback), a ``pipeline_failed`` event, ``steadycast_pipeline_failures`` and
+        `error` (the stream's status shows it). The stream replaces a finished pipeline on
+        the next session or resume."""
         try:
             self._run()
-        except Exception:
-            log.exception("stream %s: output pipeline failed", self.settings.name)
+        except Exception as exc:
+            self.error = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:ERROR_MAX_CHARS]
+            log.exception("stream %s: output pipeline failed; a new one starts when the sender "
+                          "resumes or starts a new session", self.settings.name)
+            if self._metrics is not None:
+                self._metrics.pipeline_failures.labels(self.settings.name).inc()
+            if self._events is not None:
+                self._events.write("pipeline_failed", stream=self.settings.name,
+                                   error=self.error)
         finally:
             end_cause = CAUSE_RELAY_STOPPED if self._relay_stopping else None
             for d in self.destinations:
                 d.stop(end_cause=end_cause)
+            self._snapshot = {**self._snapshot, "output_source": "offline", "on_air": False,
+                              "buffer_ms": 0}
+            if self._metrics is not None:
+                for src in OutputSource:
+                    self._metrics.output_source.labels(self.settings.name, src.value).set(0)
+                self._metrics.buffer_s.labels(self.settings.name).set(0)
             self.finished.set()
 
     def _run(self) -> None:

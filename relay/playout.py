@@ -45,7 +45,10 @@ refinements keep this from firing by mistake:
 Memory
 ------
 Units due far ahead are accepted (media may arrive early in a burst), but when the buffered
-payload exceeds ``MAX_BUFFERED_BYTES`` the oldest units are dropped (``dropped_overflow_units``).
+payload exceeds ``MAX_BUFFERED_BYTES``, or the buffer holds more than ``MAX_BUFFERED_UNITS``
+units, the oldest units are dropped (``dropped_overflow_units``). The count bound is what
+stops tiny units, whose Python objects cost far more than their payload, from growing the
+relay without limit (issue 13, fault 5).
 When a dropped unit is video, its track's output skips ahead to the next buffered keyframe.
 """
 
@@ -58,6 +61,9 @@ LATE_TOLERANCE_S = 0.05  # about one video frame
 DISCONTINUITY_S = 5.0  # a backward dts jump larger than this starts a new timeline
 MAX_BUFFERED_S_DEFAULT = 120.0
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+# 120 s (MAX_BUFFERED_S_DEFAULT) of 60 fps video with 48 kHz AAC is ~12 000 units; four
+# times that leaves room for bursts and costs at most ~12 MB of unit objects.
+MAX_BUFFERED_UNITS = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +283,8 @@ class PlayoutBuffer:
         return unit
 
     def _enforce_byte_bound(self) -> None:
-        while self._bytes > self._max_buffered_bytes and self._heap:
+        while self._heap and (self._bytes > self._max_buffered_bytes
+                              or len(self._heap) > MAX_BUFFERED_UNITS):
             unit = self._pop_oldest()
             self.dropped_overflow_units += 1
             if unit.is_video:

@@ -43,6 +43,7 @@ from relay.recording import Notice, Recorder
 from relay.settings import RelaySettings, StreamSettings
 from uplink import (
     CloseCode,
+    Hello,
     MediaReceived,
     ProtocolError,
     SessionEnded,
@@ -51,9 +52,14 @@ from uplink import (
     TrackConfigured,
     TrackKind,
     UplinkReceiver,
+    decode,
 )
+from uplink.wire import message_name
 
 log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0  # a connection must send its HELLO this soon after the upgrade
+REPLACED_REASON = b"replaced by a newer connection"
 
 
 class StreamRuntime:
@@ -74,6 +80,7 @@ class StreamRuntime:
         self.stopping = False  # the relay is shutting down: a lost connection is no dropout
         self.ws: web.WebSocketResponse | None = None
         self._conn_lock = asyncio.Lock()
+        self._newest: web.WebSocketResponse | None = None  # the latest connection to HELLO
         self._time_bases: dict[int, Fraction] = {}
         self._video_tracks: set[int] = set()
         self.ended = False
@@ -142,9 +149,10 @@ class StreamRuntime:
             "title": self.settings.title,
             "state": self.state,
             "connected": self.ws is not None,
-            "ingest_kbps": round(r.arrival_kbps) if r is not None else 0,
+            "ingest_kbps": self._ingest_kbps(),
             "next_seq": r.next_seq if r is not None else 0,
             "duplicates": r.duplicates if r is not None else 0,
+            "seqs_given_up": r.seqs_given_up if r is not None else 0,
             "connections": self.connections,
             "dropouts": self.dropouts,
             "in_dropout": self.detector.in_dropout,
@@ -159,6 +167,8 @@ class StreamRuntime:
             ],
             "recording": None,
         }
+        # a failed pipeline stays reported until the next session or resume replaces it
+        out["pipeline_error"] = self.pipeline.error if self.pipeline is not None else None
         if self.pipeline is not None and not self.pipeline.finished.is_set():
             snap = self.pipeline.status()
             out.update({k: v for k, v in snap.items() if k != "destinations"})
@@ -172,15 +182,41 @@ class StreamRuntime:
             out["recording"] = {"state": "idle", "error": None, "file": None}
         return out
 
+    def _ingest_kbps(self) -> int:
+        """The arrival rate while a sender is connected; 0 once it left or the stream ended
+        (the receiver's window is only advanced while a connection is up)."""
+        r = self.receiver
+        if r is None or self.ended or self.ws is None:
+            return 0
+        return round(r.arrival_kbps)
+
     # --- ingest ----------------------------------------------------------------------
     async def serve(self, ws: web.WebSocketResponse, peer: str) -> None:
-        """Run one authenticated ingest connection until it closes."""
-        old = self.ws
-        if old is not None:
+        """Run one authenticated ingest connection until it closes.
+
+        Rules (issue 13, fault 6):
+        - a connection is attached to the stream only once its first message is a HELLO; it
+          must come within HELLO_TIMEOUT_S of the upgrade, or the connection is closed with
+          4409 ("no HELLO within ..."). So connections that never speak cannot hold the
+          stream, and a waiting one costs no receiver state;
+        - a connection whose HELLO arrived replaces the attached one (4410), and the newest
+          HELLO wins: one that was still waiting for the attached connection to finish when
+          a newer HELLO arrived is closed with 4410 without being attached;
+        - after the sender's BYE the relay closes the connection with 1000 (spec 4.7).
+        """
+        hello = await self._await_hello(ws, peer)
+        if hello is None:
+            return
+        self._newest = ws
+        current = self.ws
+        if current is not None:
             log.info("stream %s: new connection from %s replaces the current one",
                      self.settings.name, peer)
-            await old.close(code=CloseCode.REPLACED, message=b"replaced by a newer connection")
+            await current.close(code=CloseCode.REPLACED, message=REPLACED_REASON)
         async with self._conn_lock:
+            if self._newest is not ws:  # a newer HELLO arrived while this one waited
+                await ws.close(code=CloseCode.REPLACED, message=REPLACED_REASON)
+                return
             self.ws = ws
             self.connections += 1
             self.metrics.ingest_connections.labels(self.settings.name).inc()
@@ -191,44 +227,84 @@ class StreamRuntime:
             receiver.connection_made(time.monotonic())
             self.connected_since = time.time()
             try:
-                await self._read_loop(ws, receiver, peer)
+                if await self._receive(ws, receiver, hello, peer):
+                    await self._read_loop(ws, receiver, peer)
             except asyncio.CancelledError:
                 self.stopping = True  # the server cancels handlers only when it shuts down
                 raise
             finally:
                 receiver.connection_lost(time.monotonic())
                 self.ws = None
+                if self._newest is ws:
+                    self._newest = None
                 self.disconnected_at = time.time()
                 self.metrics.ingest_connected.labels(self.settings.name).set(0)
                 if not self.ended and not self.stopping:
                     self._dropout_events(self.detector.on_connection_lost(time.time()))
 
+    async def _await_hello(self, ws: web.WebSocketResponse, peer: str) -> bytes | None:
+        """The first message if it is a well-formed HELLO; otherwise the connection is
+        refused (or was closed) and None comes back."""
+        try:
+            msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            await self._refuse(ws, CloseCode.PROTOCOL_ORDER,
+                               f"no HELLO within {HELLO_TIMEOUT_S:g} s of connecting", peer)
+            return None
+        if msg.type != WSMsgType.BINARY:
+            await self._refuse_frame(ws, msg.type, peer)
+            return None
+        try:
+            first = decode(msg.data, self.relay.max_message_bytes)
+        except ProtocolError as err:
+            await self._refuse(ws, err.code, err.detail, peer, err.close_reason())
+            return None
+        if not isinstance(first, Hello):
+            await self._refuse(ws, CloseCode.PROTOCOL_ORDER, "first message on a connection "
+                               f"must be HELLO, got {message_name(first)}", peer)
+            return None
+        return bytes(msg.data)
+
     async def _read_loop(self, ws: web.WebSocketResponse, receiver: UplinkReceiver,
                          peer: str) -> None:
         async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                try:
-                    events = receiver.receive(msg.data, time.monotonic())
-                except ProtocolError as err:
-                    await self._refuse(ws, err.code, err.detail, peer, err.close_reason())
-                    return
-                for ev in events:
-                    self._on_event(ev)
-                await self._flush(ws, receiver)
-            elif msg.type == WSMsgType.TEXT:
-                await self._refuse(ws, CloseCode.MALFORMED,
-                                   "text frames are not part of the uplink protocol", peer)
+            if msg.type != WSMsgType.BINARY:
+                await self._refuse_frame(ws, msg.type, peer)
                 return
-            elif msg.type == WSMsgType.ERROR:
-                exc = ws.exception()
-                if isinstance(exc, WebSocketError) and exc.code == WSCloseCode.MESSAGE_TOO_BIG:
-                    self._count_refusal(int(WSCloseCode.MESSAGE_TOO_BIG), peer,
-                                        "message larger than max_message_bytes="
-                                        f"{self.relay.max_message_bytes}")
-                else:
-                    log.info("stream %s: connection from %s failed: %s", self.settings.name,
-                             peer, exc)
+            if not await self._receive(ws, receiver, msg.data, peer):
                 return
+
+    async def _receive(self, ws: web.WebSocketResponse, receiver: UplinkReceiver, data: bytes,
+                       peer: str) -> bool:
+        """One binary message through the receiver; False once the connection is closed."""
+        try:
+            events = receiver.receive(data, time.monotonic())
+        except ProtocolError as err:
+            await self._refuse(ws, err.code, err.detail, peer, err.close_reason())
+            return False
+        for ev in events:
+            self._on_event(ev)
+        await self._flush(ws, receiver)
+        if any(isinstance(ev, SessionEnded) for ev in events):
+            await ws.close(code=CloseCode.NORMAL, message=b"session ended (BYE)")
+            return False
+        return True
+
+    async def _refuse_frame(self, ws: web.WebSocketResponse, kind: WSMsgType, peer: str) -> None:
+        """A frame that is not a binary message: a text frame is refused; an error is
+        counted (a message over max_message_bytes) or logged; a close needs nothing."""
+        if kind == WSMsgType.TEXT:
+            await self._refuse(ws, CloseCode.MALFORMED,
+                               "text frames are not part of the uplink protocol", peer)
+        elif kind == WSMsgType.ERROR:
+            exc = ws.exception()
+            if isinstance(exc, WebSocketError) and exc.code == WSCloseCode.MESSAGE_TOO_BIG:
+                self._count_refusal(int(WSCloseCode.MESSAGE_TOO_BIG), peer,
+                                    "message larger than max_message_bytes="
+                                    f"{self.relay.max_message_bytes}")
+            else:
+                log.info("stream %s: connection from %s failed: %s", self.settings.name,
+                         peer, exc)
 
     async def _refuse(self, ws: web.WebSocketResponse, code: int, detail: str, peer: str,
                       reason: str | None = None) -> None:
@@ -326,6 +402,10 @@ class StreamRuntime:
         if self.pipeline is None or self.pipeline.finished.is_set():
             self.pipeline = StreamPipeline(self.settings, self.relay.output,
                                            self._make_destinations, self.metrics, self.events)
+            # a replacement (after a failure, or a resume after the end) knows no track yet:
+            # a resumed sender repeats its TRACKs unchanged, which configure nothing
+            for track in (self.receiver.tracks.values() if self.receiver is not None else ()):
+                self.pipeline.configure(track)
 
     def _make_destinations(self, video_template: Any, audio_template: Any) -> list[Destination]:
         return [Destination(self.settings.name, d, video_template, audio_template, self.metrics,
@@ -389,8 +469,8 @@ class StreamRuntime:
             self._low_throughput_events(self.low_throughput.poll(now))
         await self._recorder_tick()
         r = self.receiver
+        self.metrics.ingest_kbps.labels(self.settings.name).set(self._ingest_kbps())
         if r is not None:
-            self.metrics.ingest_kbps.labels(self.settings.name).set(r.arrival_kbps)
             if self.ws is not None and not self.ws.closed:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await self._flush(self.ws, r)

@@ -134,6 +134,7 @@ class IngestDecoder:
         self._time_bases: dict[int, Fraction] = {}
         self._resampler: AudioResampler | None = None
         self.decode_errors = 0
+        self.config_errors = 0  # TRACKs the decoder refused (their media is not decoded)
 
     def configure(self, track: TrackConfig) -> None:
         name = CODEC_DECODER_NAMES.get(track.codec)
@@ -141,14 +142,23 @@ class IngestDecoder:
             log.warning("track %d: codec %s is not decodable by the relay; ignored",
                         track.track_id, track.codec)
             return
-        ctx: Any = CodecContext.create(name, "r")
-        if track.extradata:
-            ctx.extradata = track.extradata
-        if track.kind == TrackKind.AUDIO:
-            ctx.sample_rate = track.sample_rate
-            ctx.layout = "mono" if track.channels == 1 else "stereo"
-            self._resampler = AudioResampler(format="fltp", layout="stereo",
-                                             rate=self.profile.audio_sample_rate)
+        try:
+            ctx: Any = CodecContext.create(name, "r")
+            if track.extradata:
+                ctx.extradata = track.extradata
+            if track.kind == TrackKind.AUDIO:
+                ctx.sample_rate = track.sample_rate
+                ctx.layout = "mono" if track.channels == 1 else "stereo"
+                self._resampler = AudioResampler(format="fltp", layout="stereo",
+                                                 rate=self.profile.audio_sample_rate)
+        except (av.FFmpegError, ValueError, OverflowError) as exc:
+            # the wire bounds (uplink/wire.py) keep every value in what FFmpeg takes; should
+            # one still be refused, the track is left undecoded instead of ending the pipeline
+            self.config_errors += 1
+            self._decoders.pop(track.track_id, None)
+            log.warning("track %d: the decoder refused its config (%s); the track is not "
+                        "decoded", track.track_id, exc)
+            return
         self._decoders[track.track_id] = ctx
         self._time_bases[track.track_id] = Fraction(track.time_base_num, track.time_base_den)
 

@@ -7,6 +7,7 @@ import pytest
 from relay.playout import (
     DISCONTINUITY_S,
     LATE_TOLERANCE_S,
+    MAX_BUFFERED_UNITS,
     AccessUnit,
     PlayoutBuffer,
 )
@@ -397,3 +398,13 @@ def test_next_due_s_reports_the_earliest_due_time() -> None:
 def test_invalid_settings_are_refused(delay_s: float, max_buffered_s: float) -> None:
     with pytest.raises(ValueError, match="must be"):
         PlayoutBuffer(delay_s=delay_s, max_buffered_s=max_buffered_s)
+
+
+def test_overflow_also_bounds_the_number_of_tiny_units() -> None:
+    """Issue 13, fault 5: a million one-byte units stayed under the byte bound and held
+    hundreds of MB of unit objects."""
+    buf = PlayoutBuffer(delay_s=5.0)
+    for i in range(MAX_BUFFERED_UNITS + 10):
+        buf.push(AccessUnit(AUDIO, False, i * 0.001, i * 0.001, True, b"x", seq=i), now=0.0)
+    assert buf.units_buffered == MAX_BUFFERED_UNITS
+    assert buf.dropped_overflow_units == 10

@@ -30,7 +30,14 @@ from uplink import (
     decode,
     encode,
 )
-from uplink.wire import MAX_SACK_RANGES
+from uplink.wire import (
+    MAX_CHANNELS,
+    MAX_DIMENSION_PX,
+    MAX_SACK_RANGES,
+    MAX_SAMPLE_RATE_HZ,
+    MAX_TIME_BASE_TERM,
+    MIN_SAMPLE_RATE_HZ,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SESSION = b"F" * 16
@@ -47,10 +54,10 @@ videos = st.builds(
     track_id=st.integers(0, 7),
     kind=st.just(TrackKind.VIDEO),
     codec=st.just(Codec.H264),
-    time_base_num=st.integers(1, 2**32 - 1),
-    time_base_den=st.integers(1, 2**32 - 1),
-    width=st.integers(1, 2**16 - 1),
-    height=st.integers(1, 2**16 - 1),
+    time_base_num=st.integers(1, MAX_TIME_BASE_TERM),
+    time_base_den=st.integers(1, MAX_TIME_BASE_TERM),
+    width=st.integers(1, MAX_DIMENSION_PX),
+    height=st.integers(1, MAX_DIMENSION_PX),
     sample_rate=st.just(0),
     channels=st.just(0),
     extradata=st.binary(max_size=40),
@@ -60,12 +67,12 @@ audios = st.builds(
     track_id=st.integers(0, 7),
     kind=st.just(TrackKind.AUDIO),
     codec=st.sampled_from([Codec.AAC, Codec.OPUS]),
-    time_base_num=st.integers(1, 2**32 - 1),
-    time_base_den=st.integers(1, 2**32 - 1),
+    time_base_num=st.integers(1, MAX_TIME_BASE_TERM),
+    time_base_den=st.integers(1, MAX_TIME_BASE_TERM),
     width=st.just(0),
     height=st.just(0),
-    sample_rate=st.integers(1, 2**32 - 1),
-    channels=st.integers(1, 255),
+    sample_rate=st.integers(MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ),
+    channels=st.integers(1, MAX_CHANNELS),
     extradata=st.binary(max_size=40),
 )
 medias = st.builds(

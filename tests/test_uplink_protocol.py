@@ -38,6 +38,7 @@ from uplink import (
     decode,
     encode,
 )
+from uplink.receiver import MAX_UNITS_ABOVE_GAP
 
 SESSION = b"S" * 16
 VIDEO = TrackConfig(0, TrackKind.VIDEO, Codec.H264, 1, 90000, 1280, 720, 0, 0, b"\x01avcC")
@@ -993,3 +994,31 @@ def test_live_lag_and_backfill_bytes_after_a_live_jump() -> None:
     assert sender.backfill_bytes == 80_000 and sender.backlog_bytes == 94_000
     now = link.run(now + 6.0, now + 8.0)
     assert sender.all_acked and sender.backfill_bytes == 0 and sender.live_lag_ms == 0
+
+
+def test_units_held_above_a_gap_are_bounded_and_the_lowest_gap_is_given_up() -> None:
+    """Issue 13, fault 5: one seq left out and a million tiny units above it made the relay
+    hold every one of them (94 -> 384 MB). Past MAX_UNITS_ABOVE_GAP the gap is given up."""
+    receiver = connected_receiver()
+    for seq in range(2, MAX_UNITS_ABOVE_GAP + 2):  # seqs 0 and 1 left out
+        receiver.receive(media_bytes(seq, size=1), 1.0)
+    assert receiver.next_seq == 0 and receiver.sack_ranges == ((2, MAX_UNITS_ABOVE_GAP + 2),)
+    assert receiver.seqs_given_up == 0
+    receiver.receive(media_bytes(MAX_UNITS_ABOVE_GAP + 2, size=1), 1.0)  # one too many
+    assert receiver.next_seq == MAX_UNITS_ABOVE_GAP + 3 and receiver.sack_ranges == ()
+    assert receiver.seqs_given_up == 2
+    assert receiver.receive(media_bytes(1, size=1, backfill=True), 1.0) == []  # a duplicate now
+    ack = decode(receiver.data_to_send(2.0)[-1])
+    assert isinstance(ack, Ack) and ack.next_seq == MAX_UNITS_ABOVE_GAP + 3
+
+
+def test_filling_a_gap_frees_its_room_above_gaps() -> None:
+    receiver = connected_receiver()
+    for seq in range(1, MAX_UNITS_ABOVE_GAP + 1):
+        receiver.receive(media_bytes(seq, size=1), 1.0)
+    receiver.receive(media_bytes(0, size=1, backfill=True), 1.0)  # the gap is filled
+    assert receiver.next_seq == MAX_UNITS_ABOVE_GAP + 1
+    gap_at = MAX_UNITS_ABOVE_GAP + 2  # a new gap: the whole room is there again
+    for seq in range(gap_at, gap_at + MAX_UNITS_ABOVE_GAP):
+        receiver.receive(media_bytes(seq, size=1), 1.0)
+    assert receiver.seqs_given_up == 0 and receiver.next_seq == MAX_UNITS_ABOVE_GAP + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 
@@ -33,6 +34,11 @@ from uplink.wire import (
     ACK_HEADER_BYTES,
     BYE_HEADER_BYTES,
     HELLO_BYTES,
+    MAX_CHANNELS,
+    MAX_DIMENSION_PX,
+    MAX_SAMPLE_RATE_HZ,
+    MAX_TIME_BASE_TERM,
+    MIN_SAMPLE_RATE_HZ,
     STATS_BYTES,
     TRACK_HEADER_BYTES,
     WELCOME_BYTES,
@@ -247,6 +253,54 @@ def test_audio_track_out_of_range_fields_are_bad_values(
     _expect(_patch(encode(AUDIO), offset, value), CloseCode.BAD_VALUE, "TRACK", *words)
 
 
+_U32 = struct.Struct(">I")
+
+
+@pytest.mark.parametrize(
+    ("track", "offset", "value", "words"),
+    [
+        (VIDEO, 4, _U32.pack(MAX_TIME_BASE_TERM + 1), ["time_base_num 2147483648", "2147483647"]),
+        (AUDIO, 8, _U32.pack(2**32 - 1), ["time_base_den 4294967295", "1..2147483647"]),
+        (VIDEO, 12, struct.pack(">H", MAX_DIMENSION_PX + 1), ["width/height 8193x720", "8192"]),
+        (VIDEO, 14, struct.pack(">H", 2**16 - 1), ["width/height 1280x65535", "8192"]),
+        (AUDIO, 16, _U32.pack(2**32 - 1), ["sample_rate 4294967295", "8000..96000 Hz"]),
+        (AUDIO, 16, _U32.pack(MAX_SAMPLE_RATE_HZ + 1), ["sample_rate 96001", "8000..96000"]),
+        (AUDIO, 16, _U32.pack(MIN_SAMPLE_RATE_HZ - 1), ["sample_rate 7999", "8000..96000"]),
+        (AUDIO, 20, bytes([MAX_CHANNELS + 1]), ["channels 9", "1..8"]),
+        (AUDIO, 20, b"\xff", ["channels 255", "1..8"]),
+    ],
+)
+def test_track_values_beyond_what_the_media_stack_takes_are_bad_values(
+    track: TrackConfig, offset: int, value: bytes, words: list[str]
+) -> None:
+    """A time base or sample rate above 2^31 - 1 raised OverflowError in the relay's decoder
+    and recorder (issue 13, fault 4): the parser refuses it, naming the field and its bound."""
+    _expect(_patch(encode(track), offset, value), CloseCode.BAD_VALUE, "TRACK", *words)
+    with pytest.raises(ValueError):
+        encode(decode_unchecked_track(_patch(encode(track), offset, value)))
+
+
+def decode_unchecked_track(data: bytes) -> TrackConfig:
+    """The TRACK these bytes spell, without the range checks (to feed encode)."""
+    f = struct.unpack_from(">BBBBIIHHIBH", data)
+    return TrackConfig(f[1], TrackKind(f[2]), Codec(f[3]), *f[4:10])
+
+
+@pytest.mark.parametrize(
+    "track",
+    [
+        replace(VIDEO, time_base_num=MAX_TIME_BASE_TERM, time_base_den=MAX_TIME_BASE_TERM),
+        replace(VIDEO, width=MAX_DIMENSION_PX, height=MAX_DIMENSION_PX),
+        replace(VIDEO, width=1, height=1),
+        replace(AUDIO, sample_rate=MIN_SAMPLE_RATE_HZ, channels=1),
+        replace(AUDIO, sample_rate=MAX_SAMPLE_RATE_HZ, channels=MAX_CHANNELS),
+        replace(AUDIO, codec=Codec.OPUS, sample_rate=48000, channels=2),
+    ],
+)
+def test_track_values_at_their_bounds_are_accepted(track: TrackConfig) -> None:
+    assert decode(encode(track)) == track
+
+
 def test_track_extradata_longer_than_the_bound_is_refused_before_reading_it() -> None:
     too_long = struct.pack(">H", MAX_EXTRADATA_BYTES + 1)
     _expect(
@@ -335,7 +389,7 @@ def test_bye_reason_bad_utf8_or_too_long() -> None:
         (TrackConfig(0, TrackKind.VIDEO, Codec.AAC, 1, 1, 1, 1, 0, 0), ["not a video codec"]),
         (TrackConfig(0, TrackKind.VIDEO, Codec.H264, 0, 1, 1, 1, 0, 0), ["time_base_num"]),
         (TrackConfig(9, TrackKind.VIDEO, Codec.H264, 1, 1, 1, 1, 0, 0), ["track_id 9"]),
-        (TrackConfig(0, TrackKind.VIDEO, Codec.H264, 1, 1, 70000, 1, 0, 0), ["TRACK width"]),
+        (TrackConfig(0, TrackKind.VIDEO, Codec.H264, 1, 1, 70000, 1, 0, 0), ["70000x1"]),
         (
             TrackConfig(0, TrackKind.VIDEO, Codec.H264, 1, 1, 1, 1, 0, 0, b"x" * 16385),
             ["extradata length 16385"],

@@ -44,6 +44,12 @@ ACK_INTERVAL_S_DEFAULT = 0.1
 ACK_EVERY_MEDIA = 32  # ACK at once after this many media messages, whatever the interval
 ARRIVAL_WINDOW_S = 2.0  # arrival_kbps averages media payload over this window
 MAX_SEQ_AHEAD = 2**20  # a seq further than this above next_seq is refused
+# Seqs received above a gap (in SACK ranges) that a session holds at most. The relay keeps
+# each such unit until the gap is filled (the archive is written in seq order), so their count
+# bounds what one sender can make it hold. 65 536 is ~14 min of 30 fps video with 48 kHz AAC
+# (~77 units/s) arriving live while the backfill has not started; beyond it the lowest gap is
+# given up (spec 7.2): next_seq moves past it, and its backfill is then a duplicate.
+MAX_UNITS_ABOVE_GAP = 2**16
 _U32_MAX = 2**32 - 1
 
 
@@ -118,6 +124,8 @@ class UplinkReceiver:
         self._kept = 0  # kept_ack: every seq below it is kept (see set_kept)
         self._acked = 0  # the cumulative next_seq last told to the sender
         self._sack_lost = False  # answer the next HELLO of this session resumed = 0
+        self._above_gap = 0  # seqs inside self._ranges
+        self._seqs_given_up = 0  # seqs of gaps given up (MAX_UNITS_ABOVE_GAP), all sessions
         self._tracks: dict[int, TrackConfig] = {}
         # the current connection
         self._conn_up = False
@@ -163,6 +171,7 @@ class UplinkReceiver:
         self._ended = False
         self._next_seq = self._kept = self._acked = next_seq
         self._ranges = []
+        self._above_gap = 0
         self._tracks = {}
         self._sack_lost = True
 
@@ -181,6 +190,7 @@ class UplinkReceiver:
             return
         self._next_seq = min(self._next_seq, self._kept)
         self._ranges = []
+        self._above_gap = 0
         self._sack_lost = True
 
     def connection_lost(self, now: float) -> None:
@@ -327,6 +337,11 @@ class UplinkReceiver:
         return self._bytes_received
 
     @property
+    def seqs_given_up(self) -> int:
+        """Seqs skipped because more than MAX_UNITS_ABOVE_GAP waited above their gap."""
+        return self._seqs_given_up
+
+    @property
     def duplicates(self) -> int:
         return self._duplicates
 
@@ -350,6 +365,7 @@ class UplinkReceiver:
             self._ended = False
             self._next_seq = self._kept = self._acked = msg.acked_seq
             self._ranges = []
+            self._above_gap = 0
             self._tracks = {}
         self._sack_lost = False
         resumed = same and not continued
@@ -375,6 +391,8 @@ class UplinkReceiver:
                     f"{self._next_seq}",
                 )
             self._insert(seq, i)
+            if self._above_gap > MAX_UNITS_ABOVE_GAP:
+                self._give_up_lowest_gap()
         self._media_since_ack += 1
         self._expire_arrivals(now)
         self._arrivals.append((now, len(msg.payload)))
@@ -385,13 +403,21 @@ class UplinkReceiver:
         self._media_received += 1
         return [MediaReceived(msg)]
 
+    def _give_up_lowest_gap(self) -> None:
+        """Too much is held above a gap: treat the lowest gap as never coming."""
+        start = self._ranges[0][0]
+        self._seqs_given_up += start - self._next_seq
+        self._advance_to(start)
+
     def _insert(self, seq: int, i: int) -> None:
         """Record a new seq; `i` is the index of the first range starting above it."""
         ranges = self._ranges
         if seq == self._next_seq:
             self._next_seq += 1
             if ranges and ranges[0][0] == self._next_seq:
-                self._next_seq = ranges.pop(0)[1]
+                start, end = ranges.pop(0)
+                self._next_seq = end
+                self._above_gap -= end - start
             return
         joins_prev = i > 0 and ranges[i - 1][1] == seq
         joins_next = i < len(ranges) and ranges[i][0] == seq + 1
@@ -410,6 +436,7 @@ class UplinkReceiver:
                     f"(max {MAX_SACK_RANGES})",
                 )
             ranges.insert(i, (seq, seq + 1))
+        self._above_gap += 1
 
     def _advance_to(self, seq: int) -> None:
         """Treat every seq below `seq` as received (the sender will never send them)."""
@@ -418,6 +445,7 @@ class UplinkReceiver:
         if ranges and ranges[0][0] == seq:
             self._next_seq = ranges.pop(0)[1]
         self._ranges = ranges
+        self._above_gap = sum(e - s for s, e in ranges)
 
     def _ack_next_seq(self) -> int:
         return min(self._next_seq, self._kept) if self._kept_ack else self._next_seq

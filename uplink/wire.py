@@ -23,6 +23,20 @@ MAX_SEQ = 2**64 - 2  # the largest media seq: next_seq = seq + 1 must still fit 
 MAX_TRACK_ID = 7  # track ids 0..7
 MAX_EXTRADATA_BYTES = 16 * 1024  # codec config (SPS/PPS, AudioSpecificConfig) is far smaller
 MAX_SACK_RANGES = 32
+# TRACK bounds: what the media stack behind a relay takes and what real encoders produce.
+# FFmpeg keeps a time base as an AVRational of two C ints and a sample rate as a C int, so
+# anything above 2^31 - 1 overflows PyAV (OverflowError) before any check of its own.
+MAX_TIME_BASE_TERM = 2**31 - 1  # time_base_num and time_base_den: 1..2^31 - 1
+# The AAC sampling-frequency table (ISO/IEC 14496-3, 1.6.3.4) tops at 96 kHz; Opus (RFC 6716,
+# section 2) codes 8..48 kHz. No encoder in use produces a rate outside 8 000..96 000 Hz.
+MIN_SAMPLE_RATE_HZ = 8_000
+MAX_SAMPLE_RATE_HZ = 96_000
+# AAC channel configuration 7 is 7.1 (8 channels, ISO/IEC 14496-3 table 1.19); Opus mapping
+# family 1 also stops at 8 (RFC 7845, 5.1.1.2).
+MAX_CHANNELS = 8
+# H.264 level 6.2 allows 139 264 macroblocks a frame, e.g. 8192 x 4320 (ITU-T H.264 table A-1);
+# no phone or laptop encoder produces more than 8192 pixels on a side.
+MAX_DIMENSION_PX = 8192
 MAX_BYE_REASON_BYTES = 123  # fits a WebSocket close reason
 
 FLAG_KEYFRAME = 0x01
@@ -268,15 +282,18 @@ MAX_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - MEDIA_HEADER_BYTES  # 4194269
 def _track_problem(track: TrackConfig) -> str | None:
     if not 0 <= track.track_id <= MAX_TRACK_ID:
         return f"TRACK track_id {track.track_id} out of range 0..{MAX_TRACK_ID}"
-    if track.time_base_num <= 0:
-        return "TRACK time_base_num is 0 (must be > 0)"
-    if track.time_base_den <= 0:
-        return "TRACK time_base_den is 0 (must be > 0)"
+    for field_name, term in (("time_base_num", track.time_base_num),
+                             ("time_base_den", track.time_base_den)):
+        if not 1 <= term <= MAX_TIME_BASE_TERM:
+            return f"TRACK {field_name} {term} out of range 1..{MAX_TIME_BASE_TERM}"
     if track.kind == TrackKind.VIDEO:
         if track.codec not in _VIDEO_CODECS:
             return f"TRACK codec {Codec(track.codec).name} is not a video codec"
-        if track.width <= 0 or track.height <= 0:
-            return f"TRACK video width/height {track.width}x{track.height} must be > 0"
+        if not (1 <= track.width <= MAX_DIMENSION_PX and 1 <= track.height <= MAX_DIMENSION_PX):
+            return (
+                f"TRACK video width/height {track.width}x{track.height} out of range "
+                f"1..{MAX_DIMENSION_PX}"
+            )
         if track.sample_rate != 0 or track.channels != 0:
             return (
                 f"TRACK video sample_rate/channels {track.sample_rate}/{track.channels} must be 0"
@@ -290,6 +307,13 @@ def _track_problem(track: TrackConfig) -> str | None:
             return (
                 f"TRACK audio sample_rate/channels {track.sample_rate}/{track.channels} must be > 0"
             )
+        if not MIN_SAMPLE_RATE_HZ <= track.sample_rate <= MAX_SAMPLE_RATE_HZ:
+            return (
+                f"TRACK audio sample_rate {track.sample_rate} out of range "
+                f"{MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz"
+            )
+        if track.channels > MAX_CHANNELS:
+            return f"TRACK audio channels {track.channels} out of range 1..{MAX_CHANNELS}"
     if len(track.extradata) > MAX_EXTRADATA_BYTES:
         return f"TRACK extradata length {len(track.extradata)} exceeds {MAX_EXTRADATA_BYTES}"
     return None

@@ -1,0 +1,218 @@
+"""The relay's memory under hostile ingest, before, during and after the load (issue 13, fault 5).
+
+Starts a real relay process (recording on, no platform) and measures its resident set size
+(VmRSS) at rest, at its peak during each load and after each load has ended:
+
+- ``random``: N authenticated WebSocket connections, each sending a few messages of random
+  bytes (the relay closes each on its first error);
+- ``hello``: N authenticated connections, each a new session: HELLO, WELCOME, close;
+- ``gap``: one valid sender that leaves seq 0 out and sends U tiny MEDIA units above that
+  gap, then BYE.
+
+The promise checked: after each load the RSS is back within 10% of where it started
+(``within_10pct``). Prints a table and one JSON line.
+
+    python -m benchmarks.relay_memory            # 10 000 connections each, 1 000 000 units
+    python -m benchmarks.relay_memory --quick    # 1 000 connections each, 100 000 units
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.local_services import free_port, rss_bytes, start_relay, stop_process
+from uplink import Bye, Codec, Hello, Media, TrackConfig, TrackKind, encode
+
+TOKEN = "memory-bench-token-0000"
+STREAM = "bench"
+CONCURRENCY = 100  # hostile connections open at once
+SETTLE_S = 5.0  # after a load, wait this long before reading the RSS (default of --settle)
+SAMPLE_S = 0.2  # RSS sampling period during a load
+RECOVERY_SHARE = 0.10  # the promise: back within 10% of the start
+CLOSE_WAIT_S = 15.0  # a hostile client waits this long for the relay to close it
+VIDEO = TrackConfig(0, TrackKind.VIDEO, Codec.H264, 1, 90000, 320, 180, 0, 0)
+FRAME_TICKS = 3000  # 1/30 s in the 90 kHz time base
+
+
+class RssSampler:
+    """The peak RSS of a process while a load runs, sampled on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = rss_bytes(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            self.peak = max(self.peak, rss_bytes(self.pid))
+
+
+async def _many(n: int, one: Callable[[int], Awaitable[None]]) -> None:
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def guarded(i: int) -> None:
+        async with gate:
+            # the relay hung up on a hostile client: that is the point
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+                await one(i)
+
+    await asyncio.gather(*(guarded(i) for i in range(n)))
+
+
+async def _wait_closed(ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def drain() -> None:
+        async for _ in ws:
+            pass
+
+    await asyncio.wait_for(drain(), CLOSE_WAIT_S)
+
+
+async def random_connections(url: str, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async def one(i: int) -> None:
+            async with http.ws_connect(url, headers=headers) as ws:
+                for _ in range(3):
+                    await ws.send_bytes(rng.randbytes(rng.randint(1, 300)))
+                await _wait_closed(ws)
+
+        await _many(n, one)
+
+
+async def hello_connections(url: str, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession() as http:
+        async def one(i: int) -> None:
+            async with http.ws_connect(url, headers=headers) as ws:
+                await ws.send_bytes(encode(Hello(rng.randbytes(16))))
+                await asyncio.wait_for(ws.receive(), CLOSE_WAIT_S)  # WELCOME
+
+        await _many(n, one)
+
+
+async def gap_attack(url: str, units: int) -> dict[str, Any]:
+    """One valid sender: seq 0 never sent, then `units` one-byte units above it, then BYE."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    got: dict[str, Any] = {"close_code": None}
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=headers) as ws:
+        async def drain() -> None:
+            async for _ in ws:
+                pass
+
+        reader = asyncio.create_task(drain())
+        await ws.send_bytes(encode(Hello(b"G" * 16)))
+        await ws.send_bytes(encode(VIDEO))
+        for seq in range(1, units + 1):
+            await ws.send_bytes(encode(Media(seq, 0, True, seq * FRAME_TICKS, seq * FRAME_TICKS,
+                                             0, b"\x00")))
+            if ws.closed:
+                break
+        if not ws.closed:
+            await ws.send_bytes(encode(Bye("gap attack done")))
+        try:
+            await asyncio.wait_for(reader, CLOSE_WAIT_S)
+        except TimeoutError:
+            await ws.close()
+        got["close_code"] = ws.close_code
+    return got
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 000 connections, 100 000 units")
+    ap.add_argument("--connections", type=int, default=None, help="per connection load")
+    ap.add_argument("--units", type=int, default=None, help="units of the gap attack")
+    ap.add_argument("--settle", type=float, default=SETTLE_S,
+                    help="seconds to wait after each load before reading the RSS")
+    ap.add_argument("--seed", type=int, default=13)
+    args = ap.parse_args(argv)
+    n = args.connections or (1_000 if args.quick else 10_000)
+    units = args.units or (100_000 if args.quick else 1_000_000)
+    port = free_port()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        cfg = d / "relay.toml"
+        cfg.write_text(f"""[relay]
+listen = "127.0.0.1:{port}"
+record_dir = "{d / 'rec'}"
+event_log = "{d / 'events.jsonl'}"
+state_dir = "{d / 'state'}"
+monitor_db = "{d / 'monitor.db'}"
+[output]
+width = 320
+height = 180
+fps = 30
+video_kbps = 300
+x264_preset = "ultrafast"
+[streams.{STREAM}]
+token = "{TOKEN}"
+buffer_ms = 1000
+""", encoding="utf-8")
+        relay = start_relay(cfg, port, d / "relay.log", log_level="error")
+        url = f"ws://127.0.0.1:{port}/ingest/{STREAM}"
+        try:
+            time.sleep(args.settle)
+            start = rss_bytes(relay.pid)
+            loads: list[tuple[str, int, Callable[[], Coroutine[Any, Any, Any]]]] = [
+                ("random", n, lambda: random_connections(url, n, args.seed)),
+                ("hello", n, lambda: hello_connections(url, n, args.seed + 1)),
+                ("gap", units, lambda: gap_attack(url, units)),
+            ]
+            for name, count, load in loads:
+                before = rss_bytes(relay.pid)
+                t0 = time.monotonic()
+                with RssSampler(relay.pid) as sampler:
+                    extra: dict[str, Any] | None = asyncio.run(load())
+                took = time.monotonic() - t0
+                time.sleep(args.settle)
+                after = rss_bytes(relay.pid)
+                if relay.poll() is not None:
+                    raise RuntimeError(f"the relay died during {name}: {relay.returncode}")
+                rows.append({"load": name, "count": count, "seconds": round(took, 1),
+                             "rss_before_mb": round(before / 2**20, 1),
+                             "rss_peak_mb": round(sampler.peak / 2**20, 1),
+                             "rss_after_mb": round(after / 2**20, 1),
+                             "kb_per_item_held": round((after - before) / 1024 / count, 3),
+                             "within_10pct": after <= start * (1 + RECOVERY_SHARE),
+                             **(extra or {})})
+        finally:
+            stop_process(relay)
+    print(f"relay RSS at start: {start / 2**20:.1f} MB (pid {relay.pid}, {os.cpu_count()} CPUs)")
+    print(f"{'load':8}{'count':>10}{'s':>7}{'before MB':>11}{'peak MB':>9}{'after MB':>10}"
+          f"{'KB/item':>9}  within 10%")
+    for r in rows:
+        print(f"{r['load']:8}{r['count']:>10}{r['seconds']:>7}{r['rss_before_mb']:>11}"
+              f"{r['rss_peak_mb']:>9}{r['rss_after_mb']:>10}{r['kb_per_item_held']:>9}"
+              f"  {r['within_10pct']}")
+    print(json.dumps({"rss_start_mb": round(start / 2**20, 1), "loads": rows}))
+    return 0 if all(r["within_10pct"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -69,12 +69,17 @@ log = logging.getLogger(__name__)
 MUXER_CODEC_NAMES = {Codec.H264: "h264", Codec.AAC: "aac"}
 REORDER_MEMORY_LIMIT_BYTES = MEMORY_LIMIT_BYTES_DEFAULT  # held-back media in memory, per stream
 REORDER_DISK_LIMIT_BYTES = DISK_LIMIT_BYTES_DEFAULT  # then in a spill file, per stream
-MUX_OPTIONS = {"flush_packets": "1", "pes_payload_size": "0"}  # each packet to the kernel now
+# each packet to the kernel now; a muxer restarted inside a file marks its first packets as a
+# discontinuity, so a demuxer takes the restart's continuity-counter jump as intended
+MUX_OPTIONS = {"flush_packets": "1", "pes_payload_size": "0",
+               "mpegts_flags": "+initial_discontinuity"}
 CHECKPOINT_INTERVAL_S = 0.05  # at most this long between writing a unit and acknowledging it
 FSYNC_INTERVAL_S = 1.0  # the part and the checkpoint reach the disk this often
 RETRY_S = 3.0  # a failed archive is retried this often
 HOLD_LIMIT_BYTES = 64 * 1024 * 1024  # unwritten media held while the archive fails, per stream
-IDLE_FLUSH_S = 0.5  # no media this long: close the part so the muxer writes what it holds
+IDLE_FLUSH_S = 0.15  # no media this long: restart the muxer so it writes what it holds (well
+                     # inside the ingest's 0.5 s dropout threshold: a clean end's final ACK
+                     # waits for it)
 PROBE_BYTES = 1024 * 1024  # a failed disk counts as writable again once this much fits
 
 
@@ -105,6 +110,8 @@ class _Part:
     container: Any
     streams: dict[int, Any]  # track_id -> muxer stream
     order: list[int]  # track ids in stream index order
+    raw: Any  # the unbuffered file the muxer writes to
+    tracks: dict[int, TrackConfig]  # the configs it was opened with
     muxed: dict[int, int] = field(default_factory=dict)  # track_id -> units muxed
     newest_dts_s: dict[int, float] = field(default_factory=dict)  # track_id -> newest muxed
 
@@ -131,6 +138,7 @@ class Recorder:
         self._unit_tracks: dict[int, TrackConfig] = {}  # seq -> config it arrived under
         self._tracks: dict[int, TrackConfig] = {}  # config of the file being written
         self._part: _Part | None = None
+        self._reopen: _Part | None = None  # closed only to flush: the next muxer appends to it
         self._part_number = 0
         self._session_first_file = 0  # self.files index of the session's first part
         self._files_at_checkpoint = 0  # len(self.files) at the newest checkpoint
@@ -229,7 +237,8 @@ class Recorder:
                 if (not self._failing and self._part is not None
                         and time.monotonic() - self._last_media_at >= IDLE_FLUSH_S
                         and any(u.muxed and not u.written for u in self._retained)):
-                    self._close_part()  # the muxer holds the newest units: flush them
+                    # the muxer holds the newest units: flush them, go on in the same file
+                    self._close_part(reopen=True)
             try:
                 if kind == "close":
                     self._finish(end=False)
@@ -438,14 +447,31 @@ class Recorder:
 
     # --- parts ---------------------------------------------------------------------------
     def _open_part(self) -> None:
+        """Open a muxer: a new part file, or, after a flush (``_close_part(reopen=True)``)
+        with the same tracks, a new muxer appending to the same file (an MPEG-TS that
+        restarts its muxer is still one stream, as concatenated parts are)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._part_number += 1
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        suffix = f"-part{self._part_number}" if self._part_number > 1 else ""
-        path = self.dir / f"{self.stream}-{stamp}-{self._session_tag or 'nosession'}{suffix}.ts"
-        container = av.open(str(path), "w", format="mpegts", options=MUX_OPTIONS)
+        reopen, self._reopen = self._reopen, None
         for tid, t in self._arrival_tracks.items():  # tracks no unit has been written for yet
             self._tracks.setdefault(tid, t)
+        if reopen is not None and reopen.tracks != self._tracks:
+            reopen = None
+        if reopen is not None:
+            path = reopen.path
+            raw = open(path, "ab", buffering=0)  # noqa: SIM115 (closed by _close_part)
+        else:
+            self._part_number += 1
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            suffix = f"-part{self._part_number}" if self._part_number > 1 else ""
+            path = self.dir / (f"{self.stream}-{stamp}-{self._session_tag or 'nosession'}"
+                               f"{suffix}.ts")
+            raw = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by _close_part)
+        # unbuffered: each packet the muxer flushes reaches the kernel at once
+        try:
+            container = av.open(raw, "w", format="mpegts", options=MUX_OPTIONS)
+        except BaseException:
+            raw.close()
+            raise
         streams: dict[int, Any] = {}
         order: list[int] = []
         for tid, t in sorted(self._tracks.items()):
@@ -460,9 +486,14 @@ class Recorder:
                 continue
             streams[tid] = s
             order.append(tid)
-        self._part = _Part(path, self._part_number, container, streams, order)
-        self.files.append(path)
-        log.info("recording %s to %s", self.stream, path)
+        part = _Part(path, self._part_number, container, streams, order, raw,
+                     dict(self._tracks))
+        if reopen is not None:  # the file's packet counts go on (checkpoints count the file)
+            part.muxed = dict(reopen.muxed)
+        else:
+            self.files.append(path)
+            log.info("recording %s to %s", self.stream, path)
+        self._part = part
 
     @staticmethod
     def _add_stream(container: Any, name: str, t: TrackConfig) -> Any:
@@ -477,9 +508,11 @@ class Recorder:
         s.time_base = Fraction(t.time_base_num, t.time_base_den)
         return s
 
-    def _close_part(self) -> None:
-        """Close the part (flushes the muxer: every muxed unit is then written)."""
+    def _close_part(self, reopen: bool = False) -> None:
+        """Close the muxer (flushes it: every muxed unit is then written). With ``reopen``
+        the next muxer appends to the same file, if the tracks are still the same."""
         part, self._part = self._part, None
+        self._reopen = None
         if part is None:
             return
         try:
@@ -487,6 +520,10 @@ class Recorder:
         except OSError as exc:
             self._storage_failed(exc)
             return
+        finally:
+            part.raw.close()
+        if reopen:
+            self._reopen = part
         for u in self._retained:
             if u.muxed:
                 u.written = True
@@ -516,9 +553,12 @@ class Recorder:
         self._failing = True
         self._retry_at = time.monotonic() + RETRY_S
         part, self._part = self._part, None
+        self._reopen = None
         if part is not None:
             with contextlib.suppress(Exception):
                 part.container.close()
+            with contextlib.suppress(Exception):
+                part.raw.close()
         # nothing beyond the checkpoint counts as written: parts opened after it go
         cp = self._last
         keep = self._files_at_checkpoint if cp is not None else self._session_first_file

@@ -56,7 +56,7 @@ DURATION_S = 26
 TMPFS_SIZE_KB = 8192  # the archive of this stream is ~1 MB; recovery needs 1 MB free (probe)
 KEPT_BEFORE_FULL = 60  # units archived (and acknowledged) before the disk fills
 FULL_S = 8.0  # how long the disk stays full once the relay reported it
-WAIT_S = 20.0  # generous: the machine is shared
+WAIT_S = 30.0  # generous: the machine is shared
 FILL_CHUNK_BYTES = 64 * 1024
 # While full, the encoder must hold what the relay could not keep: at least this much
 # capture time unacknowledged (the disk is full for FULL_S; a healthy backlog is ~0.1 s).

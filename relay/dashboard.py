@@ -5,7 +5,8 @@ Routes (added by :func:`add_routes`):
   framework, nothing fetched from outside the relay); it polls the API about once a second.
 - ``GET /dashboard/api``: JSON: every configured stream with its state (``live``,
   ``freeze``, ``slate`` or ``offline``: what the platforms see), ingest bitrate, buffer,
-  destinations with their state, and its dropouts since ``since`` (default 24 h); the
+  destinations with their state, its recording (archive) state with what an error means,
+  and its dropouts since ``since`` (default 24 h); the
   connection-check (probe) history per site. Query parameters: ``since`` (``90s``, ``30m``,
   ``24h``, ``7d`` or plain seconds; at most 7 days) and ``probes`` (how many of the newest
   probe results, 0 to 1000, default 200).
@@ -246,12 +247,53 @@ def stream_view(status: Mapping[str, Any], buffer_target_ms: int,
     }
 
 
+# What a recording error means, like _PROBLEMS for destinations: (pattern searched in the
+# recorder's error text, relay/recording.py; Vietnamese; English; whether the sender still
+# holds what was not written). Storage errors are OSError texts ("[Errno 28] No space left on
+# device"; errno numbers and messages as Linux's errno(3) lists them); while the archive
+# fails nothing unwritten is acknowledged, so the encoder keeps it (docs/relay.md "Full disk
+# or another write error"). A track the muxer refuses is left out of the archive for good.
+_RECORDING_PROBLEMS: tuple[tuple[re.Pattern[str], str, str, bool], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), vi, en, keeps) for pattern, vi, en, keeps in (
+        (r"cannot be recorded",
+         "một kênh (hình hoặc tiếng) của luồng không ghi được, phần còn lại vẫn được ghi",
+         "a track of the stream cannot be recorded; the rest is recorded", False),
+        (r"No space left|ENOSPC|\[Errno 28\]|Disk quota|\[Errno 122\]",
+         "đĩa đầy", "disk full", True),
+        (r"Read-only file system|\[Errno 30\]",
+         "ổ đĩa chỉ cho đọc, không ghi được", "the disk is read-only", True),
+        (r"Permission denied|Operation not permitted|\[Errno 1[3]?\]",
+         "không có quyền ghi vào thư mục ghi hình",
+         "no permission to write to the recording folder", True),
+        (r"Input/output error|\[Errno 5\]",
+         "ổ đĩa bị lỗi", "the disk has an error", True),
+        (r"recorder stopped",
+         "bộ ghi hình bị dừng, đang khởi động lại", "the recorder stopped and is restarting",
+         True),
+    ))
+_RECORDING_OTHER = ("lỗi khi ghi vào đĩa", "an error while writing to the disk")
+
+
+def recording_problem(error: str | None) -> dict[str, Any] | None:
+    """A recording error as a plain phrase: ``{"vi": .., "en": .., "sender_keeps": bool}``
+    (``sender_keeps``: the encoder still holds what was not written, so the archive is
+    completed once writing works); None when there is no error."""
+    if not error:
+        return None
+    for pattern, vi, en, keeps in _RECORDING_PROBLEMS:
+        if pattern.search(error):
+            return {"vi": vi, "en": en, "sender_keeps": keeps}
+    return {"vi": _RECORDING_OTHER[0], "en": _RECORDING_OTHER[1], "sender_keeps": True}
+
+
 def _recording_view(rec: Any) -> dict[str, Any] | None:
-    """The archive's state as StreamRuntime.status() gives it (state, error, file)."""
+    """The archive's state as StreamRuntime.status() gives it (state ok/failed/idle/off,
+    error, file), with ``problem`` (:func:`recording_problem`) while it has an error."""
     if not isinstance(rec, Mapping):
         return None
-    return {"state": _text(rec.get("state"), 16), "error": _text(rec.get("error"), 300),
-            "file": _text(rec.get("file"), 255)}
+    error = _text(rec.get("error"), 300)
+    return {"state": _text(rec.get("state"), 16), "error": error,
+            "file": _text(rec.get("file"), 255), "problem": recording_problem(error)}
 
 
 def dashboard_view(streams: Sequence[dict[str, Any]], probes: Iterable[ProbeRow], now_s: float,

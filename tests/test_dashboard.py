@@ -7,7 +7,9 @@ DevTools Protocol reading the page the way a trainer's browser shows it.
   no token, stream key or password in the page or the JSON;
 - a stream seen live, then on the slate while the uplink is stalled, then live again;
 - a monitor database written before the relay starts (what a restart looks like) is shown
-  by the API and on the page (timeline, dropout list, probe history per site).
+  by the API and on the page (timeline, dropout list, probe history per site);
+- each stream's recording state, and a really full disk (a small tmpfs as record_dir, filled
+  mid-stream) shown prominently in plain words while the live goes on, then recording again.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import pytest
 from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, MonitorStore
 from tests.relay_harness import start_encoder, start_relay, stop_process, write_relay_config
 from tests.support import TcpProxy, free_port, require_packages
+from tests.test_recording_disk_full_integration import fill, small_tmpfs
 
 pytestmark = pytest.mark.integration
 
@@ -567,6 +570,7 @@ async def test_page_speaks_vietnamese_first_and_short_dropouts_are_visible(
             labels: [...{card}.querySelectorAll('.droplabels .droplabel')].map(
                 e => e.textContent),
             lang: document.getElementById('lang').textContent,
+            rec: {card}.querySelector('.rec').textContent,
         }})""")
         assert shown["badge"] == "Ngoại tuyến / Offline", shown
         assert shown["ingest"].startswith("chưa có máy phát"), shown  # not "offline"
@@ -574,6 +578,8 @@ async def test_page_speaks_vietnamese_first_and_short_dropouts_are_visible(
                       "đích phát / destination youtube", "mất tín hiệu", "chậm"):
             assert words in shown["rows"], (words, shown["rows"])
         assert min(shown["widths"]) >= MIN_BAR_PX, shown  # a 12 s dropout is no hairline
+        assert shown["rec"] == ("Không ghi hình (đã tắt trong cấu hình) / "
+                                "Recording off in the config"), shown
         assert "12 s" in shown["labels"], shown
 
         # a dropout bar tapped says when, how long and why
@@ -614,3 +620,116 @@ async def test_page_speaks_vietnamese_first_and_short_dropouts_are_visible(
         assert in_ten in ("0", "1"), in_ten  # only the dropout of 10 min ago, if still inside
         await cdp.evaluate("localStorage.clear()")  # the other tests see the defaults
         await cdp.send("Emulation.clearDeviceMetricsOverride")
+
+
+# --- the archive: its state on the page, and a really full disk -----------------------------
+
+DISK_STREAM, DISK_TOKEN = "disk", "disk-publish-token-0003"
+DISK_TMPFS_KB = 8192  # the stream's archive needs ~1 MB; the recorder's probe 1 MB free
+FULL_VI = "Lỗi ghi hình: đĩa đầy — phát trực tiếp vẫn tiếp tục"
+FULL_EN = "Recording failed: disk full — the live stream continues"
+
+
+async def test_page_shows_the_recording_state_and_a_full_disk_prominently(
+        browser: Browser, tmp_path: Path) -> None:
+    """A small tmpfs is the relay's record_dir (root only: skipped otherwise); a real
+    encoder streams; a filler file takes every byte left, later it is deleted."""
+    card = f"document.querySelector('[data-stream-card=\"{DISK_STREAM}\"]')"
+    rec = f"({card} && {card}.querySelector('.rec'))"
+    with small_tmpfs(tmp_path / "rec", DISK_TMPFS_KB) as record_dir:
+        port = free_port()
+        config = _relay_config(tmp_path, port, f"""
+[streams.{DISK_STREAM}]
+token = "{DISK_TOKEN}"
+title = "Vườn cam / Orange garden"
+buffer_ms = {LIVE_BUFFER_MS}
+
+[[streams.{DISK_STREAM}.destinations]]
+name = "facebook"
+url = "rtmp://127.0.0.1:{free_port()}/live"
+key = "{DEST_KEY_LIVE}"
+""", f'monitor_db = "{tmp_path / "monitor.db"}"\ndashboard_password = "env:{PASSWORD_ENV}"\n')
+        relay_proc = start_relay(config, port, tmp_path / "relay.log", env={PASSWORD_ENV: PASSWORD})
+        encoder = start_encoder(f"http://127.0.0.1:{port}", DISK_STREAM, DISK_TOKEN,
+                                tmp_path / "encoder.log", resolution="320x180", fps=15,
+                                kbps=250, duration_s=120)
+        filler = record_dir / "filler.bin"
+        try:
+            async with devtools(browser) as cdp:
+                await cdp.send("Emulation.setDeviceMetricsOverride", **PHONE)
+                await cdp.open(f"http://127.0.0.1:{port}/dashboard", basic(PASSWORD))
+                await cdp.evaluate("localStorage.clear()")
+                await cdp.send("Page.reload")
+                ok = await cdp.wait_for(f"{rec} && {rec}.dataset.state === 'ok' && "
+                                        f"{rec}.textContent", "recording on the page")
+                assert ok.startswith("Đang ghi hình / Recording"), ok
+                await screenshot(cdp, tmp_path / "dashboard-recording-vi-en.png")
+
+                fill(filler)
+                failed = await cdp.wait_for(
+                    f"{rec} && {rec}.dataset.state === 'failed' && {rec}.textContent",
+                    "the full disk on the page")
+                await screenshot(cdp, tmp_path / "dashboard-disk-full-vi-en.png")
+                shown = await cdp.evaluate(f"""({{
+                    headline: {rec}.querySelector('.rectext').textContent,
+                    boxed: {card}.classList.contains('rec-failed'),
+                    color: getComputedStyle({rec}).backgroundColor,
+                    top: {rec}.getBoundingClientRect().top,
+                    width: {rec}.getBoundingClientRect().width,
+                    cardWidth: {card}.getBoundingClientRect().width,
+                    badge: {card}.querySelector('.badge').dataset.state,
+                    pageWidth: document.documentElement.scrollWidth,
+                }})""")
+                assert shown["headline"] == f"{FULL_VI} / {FULL_EN}", shown
+                assert "bản ghi sẽ đủ khi ghi được trở lại" in failed, failed
+                assert "chi tiết / detail" in failed and "No space left on device" in failed
+                assert shown["boxed"] and shown["color"] != "rgba(0, 0, 0, 0)", shown
+                # prominent: on the first screen of a phone, across the card, nothing wider
+                assert shown["top"] < PHONE["height"] / 2, shown
+                assert shown["width"] > 0.8 * shown["cardWidth"], shown
+                assert shown["pageWidth"] <= PHONE["width"], shown
+                assert shown["badge"] in ("live", "freeze"), shown  # the live goes on
+
+                await cdp.evaluate("document.getElementById('lang').click()")
+                vi_only = await cdp.wait_for(
+                    f"{rec}.querySelector('.rectext').textContent === {FULL_VI!r} && "
+                    f"{rec}.textContent", "Vietnamese only")
+                assert "Recording" not in vi_only and "sender" not in vi_only, vi_only
+                await screenshot(cdp, tmp_path / "dashboard-disk-full-vi.png")
+                await cdp.evaluate("document.getElementById('lang').click()")
+
+                filler.unlink()
+                again = await cdp.wait_for(f"{rec}.dataset.state === 'ok' && "
+                                           f"{rec}.textContent", "recording again")
+                assert again.startswith("Đang ghi hình / Recording"), again
+                assert not await cdp.evaluate(f"{card}.classList.contains('rec-failed')")
+                assert_no_secrets(await cdp.evaluate("document.documentElement.outerHTML"),
+                                  "the page")
+                await cdp.evaluate("localStorage.clear()")
+                await cdp.send("Emulation.clearDeviceMetricsOverride")
+        finally:
+            stop_process(encoder, timeout_s=5)
+            stop_process(relay_proc, timeout_s=10)
+
+
+def test_recording_errors_are_told_in_plain_words() -> None:
+    from relay.dashboard import recording_problem
+
+    cases = {
+        "cannot write the archive: [Errno 28] No space left on device: '/srv/rec/a.ts'":
+            ("đĩa đầy", True),
+        "cannot write the archive: [Errno 122] Disk quota exceeded": ("đĩa đầy", True),
+        "cannot write the archive: [Errno 30] Read-only file system": ("chỉ cho đọc", True),
+        "cannot write the archive: [Errno 13] Permission denied: '/srv/rec'":
+            ("không có quyền", True),
+        "cannot write the archive: [Errno 5] Input/output error": ("ổ đĩa bị lỗi", True),
+        "track 1 cannot be recorded: [Errno 22] Invalid argument": ("một kênh", False),
+        "recorder stopped: RuntimeError('x')": ("bộ ghi hình bị dừng", True),
+        "cannot write the archive: [Errno 17] File exists": ("lỗi khi ghi", True),
+    }
+    for error, (vi, keeps) in cases.items():
+        problem = recording_problem(error)
+        assert problem is not None and vi in problem["vi"], (error, problem)
+        assert problem["en"] and problem["en"] not in error
+        assert problem["sender_keeps"] is keeps, (error, problem)
+    assert recording_problem(None) is None and recording_problem("") is None

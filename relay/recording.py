@@ -607,17 +607,22 @@ class Recorder:
     def _drop_copies(self) -> None:
         """Held media passed HOLD_LIMIT_BYTES while failing: drop it; the sender still holds
         it (nothing was acknowledged) and resends it once the archive works."""
-        if self._last is None:
-            return  # nothing checkpointed yet: nothing to resend from; keep holding
+        if self._last is not None:
+            resend_from: int | None = self._last.kept_seq
+        else:  # nothing kept yet in this session: from the first unit it has
+            resend_from = (self._retained[0].media.seq if self._retained
+                           else self._reorder.next_seq)
+        if resend_from is None:
+            return  # nothing held
         log.warning("recording %s: %d MB held for the failing archive; dropping the relay's "
                     "copies, the sender resends from seq %d once it works", self.stream,
-                    self._retained_bytes // 1_000_000, self._last.kept_seq)
+                    self._retained_bytes // 1_000_000, resend_from)
         self._retained.clear()
         self._retained_bytes = 0
         self._unit_tracks.clear()
         self._reorder.close()
         self._reorder = self._new_reorder()
-        self._next_release = self._last.kept_seq
+        self._next_release = resend_from
         self._dropped = True
 
     def _resume(self, cp: RecordingCheckpoint) -> None:

@@ -140,6 +140,39 @@ def test_held_media_is_bounded_while_failing_and_the_sender_is_asked_to_resend(
     assert joined_frames(rec, tmp_path) == list(range(120))
 
 
+def test_held_media_is_bounded_when_the_disk_is_full_before_anything_was_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record_dir full from the session's first unit: no checkpoint yet, and still the hold
+    is bounded and the sender is asked to resend from the session's first seq."""
+    disk = FullDisk(monkeypatch)
+    tracks, units = encode_units(120, audio=False)
+    media = as_media(units)
+    rec = Recorder("farm1", tmp_path / "rec", hold_limit_bytes=5_000)
+    rec.new_session(SESSION)
+    for t in tracks:
+        rec.track(t, changed=True)
+    disk.full.set()
+    for m in media:
+        rec.media(m)
+    wait_for(lambda: rec.state == "failed", "the failure")
+    time.sleep(0.5)
+    assert rec._retained_bytes <= 5_000 + max(len(m.payload) for m in media)
+    assert kept(rec) is None
+    disk.full.clear()
+    deadline = time.monotonic() + WAIT_S
+    resend: list[int | None] = []
+    while not resend and time.monotonic() < deadline:
+        resend = [n.seq for n in rec.take_notices() if n.kind == "resend"]
+        time.sleep(0.05)
+    assert resend == [0]
+    for m in media:  # the sender resends everything: nothing was acknowledged
+        rec.media(m)
+    wait_for(lambda: kept(rec) == 120, "all kept after the resend")
+    rec.end_session()
+    rec.close()
+    assert joined_frames(rec, tmp_path) == list(range(120))
+
+
 def test_a_track_pyav_refuses_is_reported_and_the_next_session_is_recorded(
         tmp_path: Path) -> None:
     tracks, units = encode_units(60, audio=True)

@@ -60,7 +60,8 @@ The model, where there are no production classes:
   come back over a downlink of fixed delay with no rate limit; like the emulator's default
   downlink it shares the overlay outages (a dead radio is dead both ways). The sender's spool
   keeps everything in memory (the client's spills to a file past SPOOL_MEMORY_MB_DEFAULT;
-  the same total fits before SpoolFull, which ends the run with a SimError).
+  the same total fits before SpoolFull; past it new units are dropped as the client drops
+  them, by the same ``encoder.spool_overflow.OverflowGate``).
 - **Connection.** The connection stays up through every outage. The real client gives up on a
   connection after ``ACK_TIMEOUT_S`` (10 s) without an ACK and reconnects, resending what
   was in flight; the simulator does not model that (nor the WebSocket handshake). It does
@@ -121,6 +122,7 @@ from encoder.settings import (
     SPOOL_DISK_MB_DEFAULT,
     SPOOL_MEMORY_MB_DEFAULT,
 )
+from encoder.spool_overflow import OverflowGate
 from relay.app import TICK_S as RELAY_APP_TICK_S
 from relay.playout import AccessUnit, PlayoutBuffer
 from relay.settings import FREEZE_MS_DEFAULT, HOLD_S_DEFAULT, OutputProfile
@@ -351,7 +353,7 @@ class _Simulation:
                  outages: list[Outage], delay_ms: float, queue_packets: int | None,
                  start_kbps: int, min_kbps: int, max_kbps: int, fps: int, seed: int,
                  width: int, height: int, fps_floor_kbps: int | None,
-                 start_s: float) -> None:
+                 start_s: float, spool_limit_bytes: int | None = None) -> None:
         self.trace = trace
         self.start_s = start_s
         self.abr_name = abr
@@ -382,12 +384,14 @@ class _Simulation:
         # the client's spool holds SPOOL_MEMORY_MB_DEFAULT in memory, then spills up to
         # SPOOL_DISK_MB_DEFAULT to a file; the simulation keeps it all in memory (no I/O),
         # with the same total before SpoolFull
-        spool = Spool(memory_limit_bytes=(SPOOL_MEMORY_MB_DEFAULT + SPOOL_DISK_MB_DEFAULT)
-                      * SPOOL_MB, disk_limit_bytes=0)
+        if spool_limit_bytes is None:
+            spool_limit_bytes = (SPOOL_MEMORY_MB_DEFAULT + SPOOL_DISK_MB_DEFAULT) * SPOOL_MB
+        spool = Spool(memory_limit_bytes=spool_limit_bytes, disk_limit_bytes=0)
         self.sender = UplinkSender(session_id=bytes(range(16)), spool=spool)
         for track in self.encoder.tracks(width, height):
             self.sender.add_track(track)
         self.policy = SendPolicy(self.sender, VIDEO_TRACK_ID)
+        self.overflow = OverflowGate(VIDEO_TRACK_ID)
         self.abr = create(abr, AbrLimits(min_kbps=min_kbps, max_kbps=max_kbps,
                                          start_kbps=start_kbps, audio_kbps=AUDIO_KBPS))
         self.target_kbps = start_kbps
@@ -445,13 +449,17 @@ class _Simulation:
 
     def _push(self, units: list[SimUnit], now_s: float) -> None:
         for u in units:
+            if not self.overflow.admit(u.track_id, u.keyframe):
+                continue  # the spool is full: new units are dropped, held ones kept
             try:
                 seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
                                              u.capture_time_us, bytes(u.size), now_s)
-            except SpoolFull as exc:  # the client stops the stream here
-                raise SimError(f"simulate: the sender's spool is full at {now_s:.1f} s "
-                               f"({self.sender.backlog_bytes} bytes unacknowledged): {exc}; "
-                               "the link carried too little for too long") from exc
+            except SpoolFull:
+                spool = self.sender.spool
+                self.overflow.on_full(u.track_id, now_s, spool.memory_bytes + spool.disk_bytes,
+                                      len(spool))
+                continue
+            self.overflow.on_stored(u.track_id, u.keyframe, now_s)
             self.policy.note_unit(seq, u.track_id, u.keyframe, u.capture_time_us)
             if u.track_id == VIDEO_TRACK_ID and u.keyframe:
                 self._jump()
@@ -492,7 +500,7 @@ class _Simulation:
             if now_s <= self.duration_s:
                 self.switches += 1
         self.policy.poll(now_s)
-        self.encoder.dense_keyframes = self.policy.dense_keyframes
+        self.encoder.dense_keyframes = self.policy.dense_keyframes or self.overflow.dropping
         self._jump()
         i = self._bin(now_s)
         if i < self.n_bins:
@@ -865,10 +873,12 @@ def simulate(trace: Trace, abr: str, *, duration_s: float = 300.0, buffer_ms: in
              queue_packets: int | None = QUEUE_PACKETS_DEFAULT, start_kbps: int = 800,
              min_kbps: int = 150, max_kbps: int = 2500, fps: int = 30, seed: int = 0,
              width: int = WIDTH_DEFAULT, height: int = HEIGHT_DEFAULT,
-             fps_floor_kbps: int | None = None, start_s: float = SENDER_START_S) -> RunResult:
+             fps_floor_kbps: int | None = None, start_s: float = SENDER_START_S,
+             spool_limit_bytes: int | None = None) -> RunResult:
     """Simulate one live session of ``duration_s`` over ``trace`` (already scaled) with the
     ``outages`` overlaid, the ABR controller ``abr`` and a relay buffer of ``buffer_ms``.
-    The sender starts at trace second ``start_s``. Deterministic: the same arguments give
+    The sender starts at trace second ``start_s``; its spool holds ``spool_limit_bytes``
+    (default: the client's memory and disk limits together). Deterministic: the same arguments give
     the same result. See the module docstring."""
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise SimError(f"simulate: duration_s={duration_s!r} must be > 0")
@@ -886,7 +896,7 @@ def simulate(trace: Trace, abr: str, *, duration_s: float = 300.0, buffer_ms: in
                           queue_packets=queue_packets, start_kbps=start_kbps,
                           min_kbps=min_kbps, max_kbps=max_kbps, fps=fps, seed=seed,
                           width=width, height=height, fps_floor_kbps=fps_floor_kbps,
-                          start_s=float(start_s))
+                          start_s=float(start_s), spool_limit_bytes=spool_limit_bytes)
     except ValueError as exc:
         if isinstance(exc, SimError):
             raise

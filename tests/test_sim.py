@@ -317,3 +317,20 @@ def test_five_minutes_on_a_shared_hsdpa_trace_with_the_default_overlay() -> None
             assert any(start <= o.start_s + 0.05 and start + length >= o.end_s - 0.05
                        for start, length in r.outages)
     assert r.latency_ms_p50 is not None and r.latency_ms_p50 < 6000
+
+
+def test_a_full_spool_drops_new_frames_and_the_stream_goes_on_as_the_client_does() -> None:
+    """The simulated client drives the production OverflowGate: a spool too small for a 20 s
+    outage drops new frames during it (not the held ones) and streams on afterwards, where
+    it used to end the run with a SimError."""
+    outage = Outage(20.0, 20.0)
+    full = simulate(constant_trace(1000), "steady", duration_s=60, buffer_ms=5000,
+                    outages=[outage])
+    small = simulate(constant_trace(1000), "steady", duration_s=60, buffer_ms=5000,
+                     outages=[outage], spool_limit_bytes=300_000)
+    _sane(small)
+    assert small.frames_captured == full.frames_captured
+    assert small.frames_archived < full.frames_archived  # new frames were dropped ...
+    assert small.frames_archived > 0.6 * full.frames_archived  # ... only while it was full
+    assert min(small.series["delivered_kbps"][-10:]) > 0  # streaming again at the end
+    assert small.interruption_s < 0.5 * small.duration_s

@@ -41,7 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 from encoder.framecode import FrameCode, read_frame_code_gray
-from monitor.redact import mask_secret
+from monitor.redact import mask_secret, mask_url
+from relay.rtmp.url import DEFAULT_PORTS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ STOP_JOIN_S = 2.0  # stop() waits this long for the thread to finish
 # the open for 5 s of stream).
 PROBE_S = 0.5
 _CHUNK_BYTES = 64 * 1024
-_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
 
 _BOUNDARY_S = 1e-6  # a frame shown on a second's boundary counts in the later second
 
@@ -354,15 +354,6 @@ def score_viewing(
 # -- the live viewer (I/O) -------------------------------------------------------------------
 
 
-def _masked_url(url: str) -> str:
-    """The URL with its last path segment (the stream key) masked, for logs and errors."""
-    parts = urlsplit(url)
-    path, _, key = parts.path.rpartition("/")
-    if not key:
-        return url
-    return parts._replace(path=f"{path}/{mask_secret(key)}", query="").geturl()
-
-
 class _Cutoff:
     """A loopback TCP forwarder that the viewer's FFmpeg connects through, so that stop() can
     end a read blocked on a silent server at once: closing it closes the viewer's side, and
@@ -470,9 +461,9 @@ class PlatformViewer:
     def __init__(self, url: str, *, retry_s: float = RETRY_S,
                  silent_server_timeout_s: float = SILENT_SERVER_TIMEOUT_S) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(
-                f"PlatformViewer: {_masked_url(url)!r} is not an rtmp:// or rtmps:// URL "
+                f"PlatformViewer: {mask_url(url)!r} is not an rtmp:// or rtmps:// URL "
                 "with a host"
             )
         self.url = url
@@ -482,7 +473,7 @@ class PlatformViewer:
             "fpsprobesize": "0",
             "analyzeduration": str(round(PROBE_S * 1_000_000)),
         }
-        self._target = (parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme])
+        self._target = (parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme])
         self._parts = parts
         self.connections = 0  # successful opens
         self.last_error = ""  # the latest connection error, stream key masked
@@ -505,7 +496,7 @@ class PlatformViewer:
 
     def start(self) -> None:
         if self._thread is not None:
-            raise PlatformViewerError(f"viewer of {_masked_url(self.url)} already started")
+            raise PlatformViewerError(f"viewer of {mask_url(self.url)} already started")
         self._cutoff = _Cutoff(*self._target)
         local = self._parts._replace(netloc=f"127.0.0.1:{self._cutoff.port}").geturl()
         self._thread = threading.Thread(target=self._run, args=(local,),
@@ -523,7 +514,7 @@ class PlatformViewer:
             self._thread.join(STOP_JOIN_S)
         if self._crash is not None:
             raise PlatformViewerError(
-                f"viewer of {_masked_url(self.url)} failed: {self._crash!r}"
+                f"viewer of {mask_url(self.url)} failed: {self._crash!r}"
             ) from self._crash
 
     @property
@@ -557,7 +548,7 @@ class PlatformViewer:
                 self._stop.wait(self.retry_s)
         except Exception as exc:  # a bug, not a network event: stop() raises it
             self._crash = exc
-            log.exception("platform viewer of %s failed", _masked_url(self.url))
+            log.exception("platform viewer of %s failed", mask_url(self.url))
 
     def _watch_once(self, local_url: str, last_pts: float | None) -> float | None:
         """One connection: open, decode until it ends. Returns the last pts seen."""

@@ -37,7 +37,6 @@ import contextlib
 import logging
 import os
 import socket
-import ssl
 import sys
 import time
 from collections import deque
@@ -49,6 +48,7 @@ import aiohttp
 from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, Observation, create
 from encoder.av_encoder import VIDEO_TRACK_ID, EncodedUnit
 from encoder.capture import CaptureLoop
+from encoder.relay_tls import RelayNotTrusted, tls_context, untrusted_reason
 from encoder.send_policy import SEND_BATCH_BYTES, STATS_INTERVAL_S, SendPolicy
 from encoder.settings import (
     ACK_TIMEOUT_S,
@@ -77,10 +77,6 @@ MB = 1024 * 1024
 
 class PublishRefused(Exception):
     """The relay refused this stream (HTTP 401/403/404): retrying will not help."""
-
-
-class RelayNotTrusted(Exception):
-    """The relay's TLS certificate did not verify: retrying will not help."""
 
 
 @dataclass
@@ -389,7 +385,7 @@ class UplinkClient:
                 max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None, autoping=True,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0), ssl=self._ssl)
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise RelayNotTrusted(_untrusted(exc, s.ca_file is not None)) from exc
+            raise RelayNotTrusted(untrusted_reason(exc, s.ca_file is not None)) from exc
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403, 404):
                 reason = exc.message
@@ -477,22 +473,6 @@ class UplinkClient:
                     await asyncio.wait_for(self._wake.wait(), 0.1)
 
 
-def tls_context(settings: EncoderSettings) -> ssl.SSLContext | bool:
-    """How to check the relay's certificate: the system's CA store (True), the --ca-file
-    only, or not at all (False, --insecure). A bad --ca-file raises OSError (ssl.SSLError
-    for a file that holds no certificate)."""
-    if not settings.verify_tls:
-        return False
-    if settings.ca_file is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(settings.ca_file))
-    except OSError as exc:  # ssl.SSLError too
-        reason = exc.strerror or getattr(exc, "reason", None) or str(exc)
-        raise OSError(f"--ca-file {str(settings.ca_file)!r}: cannot read a certificate from "
-                      f"it ({reason})") from exc
-
-
 def _safe_url(url: str) -> str:
     return url.split("?", 1)[0]
 
@@ -537,15 +517,3 @@ def retry_after_s(exc: BaseException) -> float | None:
     if not seconds >= 0:  # NaN too
         return None
     return min(seconds, RETRY_AFTER_MAX_S)
-
-
-def _untrusted(exc: aiohttp.ClientConnectorCertificateError, with_ca_file: bool) -> str:
-    """The refusal line for a relay whose certificate did not verify."""
-    cert = exc.certificate_error
-    reason = getattr(cert, "verify_message", None) or getattr(cert, "reason", None) or str(cert)
-    hint = ("the certificate given with --ca-file did not match it" if with_ca_file else
-            "if it is your own relay with its self-signed certificate, give that certificate "
-            "with --ca-file (the relay's state_dir/tls/relay-cert.pem) or run again with "
-            "--insecure")
-    return (f"cannot trust the relay {exc.host}:{exc.port}: its TLS certificate did not "
-            f"verify ({reason}); {hint}")

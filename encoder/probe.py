@@ -14,7 +14,8 @@ Two phases over one WebSocket (the same kind of connection the uplink uses):
 It keeps going through outages: an outage on a connection that stays open shows as no
 acknowledgement; a connection that drops, or takes nothing for ``STALL_TIMEOUT_S``, is opened
 again (after ``RECONNECT_FIRST_S``, doubling to ``RECONNECT_MAX_S``), and the gap counts as a
-dropout. A refused probe (HTTP 401/403/404) ends it with the relay's reason.
+dropout. A refused probe (HTTP 401/403/404) ends it with the relay's reason; so does a relay
+certificate that does not verify (``RelayNotTrusted``, ``encoder.relay_tls``).
 
 ``ProbeSender`` decides what to send and reads what comes back, without I/O (``now`` is an
 argument); ``monitor.probe_analysis.ProbeAnalysis`` turns the samples into figures, verdict and
@@ -37,6 +38,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from encoder.relay_tls import RelayNotTrusted, tls_context, untrusted_reason
 from encoder.settings import ACK_TIMEOUT_S, RECONNECT_FIRST_S, RECONNECT_MAX_S
 from monitor.probe_analysis import (
     FILLER,
@@ -87,7 +89,8 @@ class ProbeSettings:
     longitude: float | None = None
     duration_s: float = DURATION_S_DEFAULT
     idle_s: float = IDLE_S
-    verify_tls: bool = True  # False accepts a relay's self-signed certificate
+    verify_tls: bool = True  # False accepts any certificate (--insecure)
+    ca_file: Path | None = None  # trust only this certificate (--ca-file), not the system's
     quiet: bool = False
 
     @property
@@ -238,7 +241,9 @@ class ProbeOutcome:
 
 class ProbeClient:
     def __init__(self, settings: ProbeSettings, status_stream: TextIO | None = None) -> None:
+        """A bad ``ca_file`` raises OSError naming it."""
         self.settings = settings
+        self._ssl = tls_context(settings)
         self._status_stream = status_stream if status_stream is not None else sys.stderr
         self._wake = asyncio.Event()
         self.connections = 0
@@ -270,7 +275,7 @@ class ProbeClient:
                     try:
                         await self._connect_and_probe(http)
                         backoff = None
-                    except ProbeRefused:
+                    except (ProbeRefused, RelayNotTrusted):
                         raise
                     except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError) as exc:
                         now = time.monotonic()
@@ -311,8 +316,10 @@ class ProbeClient:
         try:
             ws = await asyncio.wait_for(http.ws_connect(
                 s.probe_url, headers=self._auth, heartbeat=None, autoping=True,
-                max_msg_size=64, compress=0, ssl=s.verify_tls,
+                max_msg_size=64, compress=0, ssl=self._ssl,
                 timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S)), timeout)
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise RelayNotTrusted(untrusted_reason(exc, s.ca_file is not None)) from exc
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403, 404):
                 reason = exc.message
@@ -424,7 +431,7 @@ class ProbeClient:
         while True:
             try:
                 async with http.post(url, json=self.submission(result), headers=self._auth,
-                                     ssl=s.verify_tls,
+                                     ssl=self._ssl,
                                      timeout=aiohttp.ClientTimeout(total=POST_TIMEOUT_S)) as r:
                     text = await r.text()
                     if r.status == 201:

@@ -90,6 +90,8 @@ class TlsSettings:
     mode: str = "off"  # "off" | "self-signed" | "files"
     cert: Path | None = None
     key: Path | None = None
+    # the self-signed certificate's names (DNS names, IP addresses); () = relay.tls defaults
+    names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

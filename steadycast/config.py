@@ -47,6 +47,7 @@ from relay.settings import (
     StreamSettings,
     TlsSettings,
 )
+from relay.tls import normalize_name, valid_tls_name
 
 DEFAULT_CONFIG_RESOURCE = "default_relay.toml"
 EMBEDDED_SOURCE = "<embedded default steadycast/default_relay.toml>"
@@ -65,6 +66,7 @@ PORT_RE = re.compile(r"[0-9]{1,5}")
 
 TOKEN_MIN_CHARS = 8
 TLS_MODES = ("off", "self-signed", "files")
+TLS_NAMES_MAX = 100
 URL_SCHEMES = ("rtmp", "rtmps")
 X264_PRESETS = (
     "ultrafast",
@@ -510,6 +512,39 @@ class _Url(_Field):
         return value
 
 
+class _TlsNames(_Field):
+    """``[relay] tls_names``: the self-signed certificate's names, each an IP address or a DNS
+    name (``relay.tls.valid_tls_name``), without repeats; None = the defaults."""
+
+    default = None
+    valid = (
+        f"an array of 1 to {TLS_NAMES_MAX} DNS names or IP addresses, e.g. "
+        '["relay.example.org", "203.0.113.7", "localhost", "127.0.0.1"]'
+    )
+
+    def parse(self, value: object, key_path: str, parser: _Parser) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise self.type_error("an array", value)
+        if not 1 <= len(value) <= TLS_NAMES_MAX:
+            raise _Invalid(f"has {len(value)} names; valid: {self.valid}")
+        seen: dict[object, int] = {}
+        for i, name in enumerate(value):
+            if not isinstance(name, str):
+                raise _Invalid(f"[{i}]: expected a string, got {_got(name)}; valid: {self.valid}")
+            if not valid_tls_name(name):
+                raise _Invalid(
+                    f"[{i}]: {_show(name)} is not a DNS name or an IP address (write IPv6 "
+                    f"without brackets); valid: {self.valid}"
+                )
+            key = normalize_name(name)
+            if key in seen:
+                raise _Invalid(
+                    f"[{i}]: {_show(name)} repeats [{seen[key]}]; valid: {self.valid}"
+                )
+            seen[key] = i
+        return tuple(value)
+
+
 class _Raw(_Field):
     """A sub-structure checked by the caller (tables of streams, arrays of destinations)."""
 
@@ -528,6 +563,7 @@ RELAY_FIELDS: dict[str, _Field] = {
     "tls": _Str("off", choices=TLS_MODES),
     "tls_cert": _Path(None),
     "tls_key": _Path(None),
+    "tls_names": _TlsNames(),
     "state_dir": _Path("state"),
     "record_dir": _Path("recordings"),
     "event_log": _Path("events.jsonl"),
@@ -673,9 +709,11 @@ class _Parser:
 
     def tls(self, relay: dict[str, Any]) -> TlsSettings:
         mode = relay["tls"]
+        if mode == "self-signed":
+            return TlsSettings(mode=mode, names=relay["tls_names"] or ())
         if mode != "files":
-            # cert and key paths are ignored unless tls = "files", so that TLS can be
-            # switched off without deleting them
+            # cert and key paths are ignored unless tls = "files" (tls_names unless
+            # "self-signed"), so that TLS can be switched off without deleting them
             return TlsSettings(mode=mode)
         paths: dict[str, Path | None] = {}
         for key in ("tls_cert", "tls_key"):

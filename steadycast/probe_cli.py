@@ -1,7 +1,8 @@
 """``steadycast probe``: check a site's uplink against a relay before a session.
 
     steadycast probe --relay URL [--token TOKEN | $STEADYCAST_TOKEN] --site NAME
-                     [--gps LAT,LON] [--duration 60] [--json OUT] [--plot PNG] [--insecure]
+                     [--gps LAT,LON] [--duration 60] [--json OUT] [--plot PNG]
+                     [--ca-file PEM | --insecure]
 
 Measures for ``--duration`` seconds (``encoder.probe``), prints the verdict, the figures and
 the recommended ``steadycast encode`` settings and relay buffer with the reasons (English and
@@ -10,7 +11,8 @@ Vietnamese) on stdout, progress on stderr, and stores the result at the relay (`
 docs/probe.md.
 
 Exit codes: 0 measured and stored; 1 measured but not stored (the report is printed and
-written anyway); 2 bad arguments; 3 the relay refused the probe (token, no /probe).
+written anyway); 2 bad arguments (a bad --ca-file too); 3 the relay refused the probe (token,
+no /probe); 4 the relay's TLS certificate did not verify (see --ca-file, --insecure).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 EXIT_NOT_STORED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_UNTRUSTED = 4
 DURATION_S_DEFAULT = 60.0
 MIN_DURATION_S = 5.0  # 3 s idle + at least 2 s loaded
 MAX_DURATION_S = 600.0
@@ -71,6 +74,7 @@ def _check_output(path: str | None, option: str) -> Path | None:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from encoder.probe import ProbeClient, ProbeRefused, ProbeSettings, plot_probe
+    from encoder.relay_tls import RelayNotTrusted
 
     try:
         token = args.token or os.environ.get("STEADYCAST_TOKEN", "")
@@ -82,6 +86,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
         REDACTOR.add(token)
         if not args.relay.startswith(("http://", "https://")):
             raise UsageError(f"--relay {args.relay!r} must start with http:// or https://")
+        if args.ca_file and args.insecure:
+            raise UsageError("--ca-file and --insecure exclude each other: --ca-file checks "
+                             "the relay's certificate, --insecure does not")
         try:
             site = check_site(args.site, "--site")
         except ProbeResultError as exc:
@@ -98,13 +105,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     settings = ProbeSettings(relay_url=args.relay, token=token, site=site, latitude=lat,
                              longitude=lon, duration_s=args.duration,
-                             verify_tls=not args.insecure)
-    client = ProbeClient(settings)
+                             verify_tls=not args.insecure,
+                             ca_file=Path(args.ca_file).expanduser() if args.ca_file else None)
+    try:
+        client = ProbeClient(settings)  # a bad --ca-file: OSError naming it
+    except OSError as exc:
+        print(f"steadycast probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         outcome = asyncio.run(_run_until_signal(client))
     except ProbeRefused as exc:
         print(f"steadycast probe: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except RelayNotTrusted as exc:
+        print(f"steadycast probe: {exc}", file=sys.stderr)
+        return EXIT_UNTRUSTED
     print(format_report(site, outcome.result), flush=True)
     if json_path is not None:
         body = client.submission(outcome.result)
@@ -167,5 +182,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="PNG",
                    help="also draw throughput and round trip over time, outages shaded")
     p.add_argument("--insecure", action="store_true",
-                   help="accept a relay's self-signed TLS certificate (https:// relays)")
+                   help="accept any TLS certificate from the relay (https:// relays), e.g. its "
+                        "self-signed one; prefer --ca-file")
+    p.add_argument("--ca-file", metavar="PEM",
+                   help="trust only this certificate for the relay (e.g. a copy of the "
+                        "relay's state_dir/tls/relay-cert.pem) instead of the system's CA store")
     p.set_defaults(func=cmd_probe)

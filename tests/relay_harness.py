@@ -88,12 +88,14 @@ def frame_numbers(path: Path) -> list[int | None]:
 
 
 def write_relay_config(path: Path, port: int, record_dir: Path, event_log: Path,
-                       streams_toml: str, output_toml: str = "", relay_toml: str = "") -> None:
-    """A relay config for tests; ``relay_toml``: more ``[relay]`` keys (monitor_db, ...)."""
+                       streams_toml: str, output_toml: str = "", relay_toml: str = "",
+                       listen_host: str = "127.0.0.1") -> None:
+    """A relay config for tests; ``relay_toml``: more ``[relay]`` keys (monitor_db, ...);
+    ``listen_host``: "0.0.0.0" for a relay on every address (still reached via loopback)."""
     path.write_text(
         f"""[relay]
 {relay_toml}
-listen = "127.0.0.1:{port}"
+listen = "{listen_host}:{port}"
 record_dir = "{record_dir}"
 event_log = "{event_log}"
 state_dir = "{path.parent / 'state'}"

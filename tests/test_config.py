@@ -220,6 +220,32 @@ def test_tls_paths_are_ignored_unless_mode_is_files(tmp_path: Path) -> None:
     assert relay.tls.mode == "off" and relay.tls.cert is None
 
 
+def test_tls_names_are_kept_for_a_self_signed_relay(tmp_path: Path) -> None:
+    relay = load_text(tmp_path, '[relay]\nlisten = "0.0.0.0:8443"\ntls = "self-signed"\n'
+                      'tls_names = ["relay.example.org", "203.0.113.7", "2001:db8::1"]\n')
+    assert relay.tls.names == ("relay.example.org", "203.0.113.7", "2001:db8::1")
+    assert load_text(tmp_path, '[relay]\ntls = "self-signed"\n').tls.names == ()  # defaults
+    ignored = load_text(tmp_path, '[relay]\ntls = "off"\ntls_names = ["localhost"]\n')
+    assert ignored.tls.names == ()
+
+
+@pytest.mark.parametrize("value, why", [
+    ('"localhost"', 'expected an array, got string "localhost"'),
+    ("[]", "has 0 names"),
+    ('["localhost", 5]', "[1]: expected a string, got integer 5"),
+    ('["[::1]"]', '[0]: "[::1]" is not a DNS name or an IP address (write IPv6 without'),
+    ('["10.0.0.300"]', '[0]: "10.0.0.300" is not a DNS name or an IP address'),
+    ('["relay example.org"]', "is not a DNS name or an IP address"),
+    ('["::1", "0::1"]', '[1]: "0::1" repeats [0]'),
+    ('["Relay.org", "relay.org."]', '[1]: "relay.org." repeats [0]'),
+])
+def test_bad_tls_names_are_named(tmp_path: Path, value: str, why: str) -> None:
+    err = error_of(tmp_path, f'[relay]\ntls = "self-signed"\ntls_names = {value}\n')
+    [line] = str(err).splitlines()
+    assert "relay.tls_names: " in line and why in line, line
+    assert "valid: an array of 1 to 100 DNS names or IP addresses" in line, line
+
+
 def test_slate_image_must_exist_and_be_an_image(tmp_path: Path) -> None:
     (tmp_path / "notes.png").write_text("not an image")
     err = error_of(tmp_path, stream('slate_image = "nope.png"'))

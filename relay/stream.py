@@ -229,6 +229,9 @@ class StreamRuntime:
             try:
                 if await self._receive(ws, receiver, hello, peer):
                     await self._read_loop(ws, receiver, peer)
+            except ConnectionError as exc:  # the peer went away while an ACK was being sent
+                log.info("stream %s: connection from %s lost: %s", self.settings.name, peer,
+                         exc)
             except asyncio.CancelledError:
                 self.stopping = True  # the server cancels handlers only when it shuts down
                 raise

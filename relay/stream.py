@@ -503,6 +503,10 @@ class StreamRuntime:
                     self.recorder.end_session()  # nobody will continue it
                     self.recorder.close(wait=False)
                     self.recorder = None
+                if self.pipeline is not None:
+                    # its platform sessions end and its encoder is freed; the next session
+                    # starts a new pipeline (a session nobody continues holds nothing)
+                    self.pipeline.end()
 
     async def _recorder_tick(self) -> None:
         """Report what the recorder noticed (once each), and replace a recorder that died."""

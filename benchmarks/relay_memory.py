@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ WARMUP_UNITS = 300
 SAMPLE_S = 0.2  # RSS sampling period during a load
 RECOVERY_SHARE = 0.10  # the promise: back within 10% of the start
 CLOSE_WAIT_S = 15.0  # a hostile client waits this long for the relay to close it
+# after its BYE the gap sender waits this long: the socket buffers hold ~10^5 tiny messages
+# the relay still has to read before it sees the BYE
+GAP_CLOSE_WAIT_S = 120.0
 VIDEO = TrackConfig(0, TrackKind.VIDEO, Codec.H264, 1, 90000, 320, 180, 0, 0)
 FRAME_TICKS = 3000  # 1/30 s in the 90 kHz time base
 
@@ -156,7 +160,9 @@ async def gap_attack(url: str, units: int) -> dict[str, Any]:
         reader = asyncio.create_task(drain())
         await ws.send_bytes(encode(Hello(b"G" * 16)))
         await ws.send_bytes(encode(VIDEO))
+        sent = 0
         for seq in range(1, units + 1):
+            sent += 1
             await ws.send_bytes(encode(Media(seq, 0, True, seq * FRAME_TICKS, seq * FRAME_TICKS,
                                              0, b"\x00")))
             if ws.closed:
@@ -164,10 +170,11 @@ async def gap_attack(url: str, units: int) -> dict[str, Any]:
         if not ws.closed:
             await ws.send_bytes(encode(Bye("gap attack done")))
         try:
-            await asyncio.wait_for(reader, CLOSE_WAIT_S)
+            await asyncio.wait_for(reader, GAP_CLOSE_WAIT_S)
         except TimeoutError:
             await ws.close()
         got["close_code"] = ws.close_code
+        got["sent"] = sent
     return got
 
 
@@ -179,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle", type=float, default=SETTLE_S,
                     help="seconds to wait after each load before reading the RSS")
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--loads", default="random,hello,gap",
+                    help="which loads to run, in this order (comma-separated)")
     ap.add_argument("--relay-tree", type=Path, default=None,
                     help="run the relay code of this source tree (e.g. a worktree of an older "
                          "commit) instead of this one's")
@@ -204,12 +213,20 @@ def main(argv: list[str] | None = None) -> int:
                 ("hello", n, lambda: hello_connections(url, n, args.seed + 1)),
                 ("gap", units, lambda: gap_attack(url, units)),
             ]
-            for name, count, load in loads:
+            by_name = {load[0]: load for load in loads}
+            chosen = args.loads.split(",")
+            if not set(chosen) <= set(by_name):
+                ap.error(f"--loads {args.loads!r}: choose from {', '.join(by_name)}")
+            for name, count, load in (by_name[c] for c in chosen):
                 before = rss_bytes(relay.pid)
                 t0 = time.monotonic()
                 with RssSampler(relay.pid) as sampler:
                     extra: dict[str, Any] | None = asyncio.run(load())
                 took = time.monotonic() - t0
+                if name == "gap" and extra is not None:  # what the relay made of it
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/streams") as r:
+                        st = json.loads(r.read())["streams"][0]
+                    extra.update({k: st.get(k) for k in ("next_seq", "seqs_given_up")})
                 time.sleep(args.settle)
                 after = rss_bytes(relay.pid)
                 if relay.poll() is not None:

@@ -35,7 +35,13 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.local_services import free_port, rss_bytes, start_relay, stop_process
+from benchmarks.local_services import (
+    free_port,
+    rss_bytes,
+    start_relay,
+    stop_process,
+    write_relay_config,
+)
 from benchmarks.platform_viewer import read_frame_codes
 from uplink import (
     Ack,
@@ -203,23 +209,13 @@ def fuzz_relay(seconds: float, parallel: int, seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         cfg = d / "relay.toml"
-        cfg.write_text(f"""[relay]
-listen = "127.0.0.1:{port}"
-record_dir = "{d / 'rec'}"
-event_log = "{d / 'events.jsonl'}"
-state_dir = "{d / 'state'}"
-monitor_db = "{d / 'monitor.db'}"
-[output]
-width = 320
-height = 180
-fps = 15
-video_kbps = 200
-x264_preset = "ultrafast"
-[streams.real]
-token = "{TOKEN_REAL}"
-buffer_ms = 1000
-""" + "".join(f'[streams.fuzz{k}]\ntoken = "{TOKEN_FUZZ}"\nbuffer_ms = 1000\n'
-              for k in range(parallel)), encoding="utf-8")
+        write_relay_config(
+            cfg, port, d / "rec", d / "events.jsonl",
+            f'[streams.real]\ntoken = "{TOKEN_REAL}"\nbuffer_ms = 1000\n'
+            + "".join(f'[streams.fuzz{k}]\ntoken = "{TOKEN_FUZZ}"\nbuffer_ms = 1000\n'
+                      for k in range(parallel)),
+            relay_toml=f'monitor_db = "{d / "monitor.db"}"',
+            output={"fps": 15, "video_kbps": 200, "audio_kbps": 128})
         relay = start_relay(cfg, port, d / "relay.log", log_level="error")
         rss_start = rss_bytes(relay.pid)
         encoder = subprocess.Popen(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.local_services import free_port
+from benchmarks.local_services import free_port, start_relay, stop_process, write_relay_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN = "bench-token-000000"
@@ -52,29 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         cfg = d / "relay.toml"
-        cfg.write_text(f"""[relay]
-listen = "127.0.0.1:{port}"
-record_dir = "{d / 'rec'}"
-event_log = "{d / 'events.jsonl'}"
-state_dir = "{d / 'state'}"
-[output]
-width = {width}
-height = {height}
-fps = {args.fps}
-video_kbps = {args.output_kbps}
-x264_preset = "{args.preset}"
-[streams.bench]
-token = "{TOKEN}"
-buffer_ms = 2000
-""")
+        write_relay_config(cfg, port, d / "rec", d / "events.jsonl",
+                           f'[streams.bench]\ntoken = "{TOKEN}"\nbuffer_ms = 2000\n',
+                           output={"width": width, "height": height, "fps": args.fps,
+                                   "video_kbps": args.output_kbps, "audio_kbps": 128,
+                                   "x264_preset": args.preset})
         py = [sys.executable, "-m", "steadycast.cli", "--log-level", "warning"]
-        relay = subprocess.Popen([*py, "relay", "--config", str(cfg)])
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        relay = start_relay(cfg, port, d / "relay.log", log_level="warning")
         total = args.warmup + args.seconds + 5
         enc = subprocess.Popen([*py, "encode", "--relay", f"http://127.0.0.1:{port}",
                                 "--stream", "bench", "--token", TOKEN, "--resolution",
@@ -92,10 +75,8 @@ buffer_ms = 2000
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/streams") as resp:
                 status = json.loads(resp.read())["streams"][0]
         finally:
-            enc.send_signal(signal.SIGINT)
-            relay.send_signal(signal.SIGINT)
-            enc.wait(20)
-            relay.wait(20)
+            stop_process(enc)
+            stop_process(relay)
     wall = t1 - t0
     result = {
         "resolution": args.resolution, "fps": args.fps, "relay_preset": args.preset,

@@ -14,10 +14,11 @@ each destination runs a ``DropoutDetector`` fed by its writes to the platform.
 
 from __future__ import annotations
 
-import collections
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+
+from uplink.window import WindowedSum
 
 DROPOUT_THRESHOLD_S_DEFAULT = 0.5
 # the cause a dropout (or low-throughput episode) still open when the relay stops is closed
@@ -199,8 +200,7 @@ class LowThroughputDetector:
         self.min_s = min_s
         self.recover_s = recover_s
         self.window_s = window_s
-        self._arrivals: collections.deque[tuple[float, int]] = collections.deque()
-        self._window_bytes = 0
+        self._arrivals = WindowedSum(window_s)  # media payload bytes, in bounded buckets
         self._measure_from: float | None = None  # None: disarmed (no media yet, or stopped)
         self._in_dropout = False
         self._target_kbps: float | None = None
@@ -229,16 +229,14 @@ class LowThroughputDetector:
 
     def rate_kbps(self, now: float) -> float:
         """Media payload arrived in (now - window_s, now], in kbit/s."""
-        self._expire(now)
-        return self._window_bytes * 8 / 1000 / self.window_s
+        return self._arrivals.total(now) * 8 / 1000 / self.window_s
 
     # -- inputs ----------------------------------------------------------------------------
 
     def on_media(self, now: float, nbytes: int) -> None:
         if self._measure_from is None:
             self._measure_from = now
-        self._arrivals.append((now, nbytes))
-        self._window_bytes += nbytes
+        self._arrivals.add(now, nbytes)
 
     def on_sender_stats(self, target_kbps: int, backlog_ms: int | None = None) -> None:
         """The sender's STATS: its target bitrate (0: none) and its unacknowledged media."""
@@ -254,7 +252,6 @@ class LowThroughputDetector:
     def dropout_ended(self, now: float) -> None:
         self._in_dropout = False
         self._arrivals.clear()
-        self._window_bytes = 0
         self._measure_from = now
         self._average_at = None
 
@@ -262,7 +259,6 @@ class LowThroughputDetector:
         """A clean end of the stream: close any open episode and disarm."""
         events = self._close(now)
         self._arrivals.clear()
-        self._window_bytes = 0
         self._measure_from = None
         self._in_dropout = False
         self._below_since = self._above_since = None
@@ -309,11 +305,6 @@ class LowThroughputDetector:
         return self._close(end)
 
     # -- internals -------------------------------------------------------------------------
-
-    def _expire(self, now: float) -> None:
-        horizon = now - self.window_s
-        while self._arrivals and self._arrivals[0][0] <= horizon:
-            self._window_bytes -= self._arrivals.popleft()[1]
 
     def _update_average(self, now: float, rate: float) -> None:
         avg = self._average_kbps

@@ -41,9 +41,29 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.1
 WS_HEARTBEAT_S = 10.0
+# After the relay sends a close frame, it waits at most this long for the peer's close frame
+# before dropping the connection (aiohttp's default is 10 s): a refused client cannot hold a
+# connection's buffers by never answering.
+WS_CLOSE_TIMEOUT_S = 2.0
 MESSAGE_SLACK_BYTES = 1024
 
 RELAY_KEY: web.AppKey[Relay] = web.AppKey("relay")
+
+
+class IngestWebSocket(web.WebSocketResponse):
+    """aiohttp's server WebSocket, released as soon as it is closed.
+
+    aiohttp 3.14 resets the heartbeat on every chunk of bytes received (PR aio-libs/aiohttp
+    #12030), also on the peer's close frame that arrives after the relay closed the connection
+    (a refused message, a replaced connection, BYE). The heartbeat timer it arms then holds the
+    closed response, its request and parser buffers in the event loop for WS_HEARTBEAT_S plus
+    half that, so a flood of refused connections was held for 15 s each (issue 13, fault 5:
+    ~10-40 KB a connection). Rule: bytes that arrive after close reset no heartbeat.
+    """
+
+    def _on_data_received(self) -> None:
+        if not self.closed:
+            super()._on_data_received()
 
 
 class Relay:
@@ -124,8 +144,8 @@ async def ingest(request: web.Request) -> web.StreamResponse:
                         "%g s", peer, name, locked_s)
         return json_error(403, f"wrong publish token for stream {name!r}")
     throttle.succeeded(peer, time.monotonic())
-    ws = web.WebSocketResponse(max_msg_size=relay.settings.max_message_bytes + MESSAGE_SLACK_BYTES,
-                               heartbeat=WS_HEARTBEAT_S)
+    ws = IngestWebSocket(max_msg_size=relay.settings.max_message_bytes + MESSAGE_SLACK_BYTES,
+                         heartbeat=WS_HEARTBEAT_S, timeout=WS_CLOSE_TIMEOUT_S)
     if not ws.can_prepare(request).ok:
         return json_error(426, "the ingest endpoint needs a WebSocket upgrade")
     await ws.prepare(request)

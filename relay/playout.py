@@ -44,12 +44,17 @@ refinements keep this from firing by mistake:
 
 Memory
 ------
-Units due far ahead are accepted (media may arrive early in a burst), but when the buffered
-payload exceeds ``MAX_BUFFERED_BYTES``, or the buffer holds more than ``MAX_BUFFERED_UNITS``
-units, the oldest units are dropped (``dropped_overflow_units``). The count bound is what
-stops tiny units, whose Python objects cost far more than their payload, from growing the
-relay without limit (issue 13, fault 5).
-When a dropped unit is video, its track's output skips ahead to the next buffered keyframe.
+Units due ahead are accepted (media may arrive early in a burst) up to ``max_buffered_s``
+after the live point (``now + delay_s``); a unit due later than that (a sender running faster
+than its media clock) is dropped on arrival (``dropped_overflow_units``; on a video track the
+track then waits for a keyframe). When the buffered payload exceeds ``MAX_BUFFERED_BYTES``,
+or the buffer holds more than ``MAX_BUFFERED_UNITS`` units, the oldest units are dropped
+(``dropped_overflow_units``). The count bound stops tiny units, whose Python objects cost
+far more than their payload, from growing the relay; the time bound stops them from being
+held long: an ended stream plays out what is buffered, and without it a sender that pushed
+50 000 units of 1/30 s ahead kept them (and the pipeline) for 28 minutes (issue 13, fault 5).
+When a unit dropped from the buffer is video, its track's output skips ahead to the next
+buffered keyframe.
 """
 
 from __future__ import annotations
@@ -211,6 +216,10 @@ class PlayoutBuffer:
                 return
         elif late:
             self.skipped_late_units += 1
+            return
+        if due_s > now + self._delay_s + self._max_buffered_s:  # too far ahead to hold
+            self.dropped_overflow_units += 1
+            track.waiting_for_keyframe = track.is_video
             return
 
         if not self._heap or due_s > self._max_due_s:

@@ -81,6 +81,12 @@ IDLE_FLUSH_S = 0.15  # no media this long: restart the muxer so it writes what i
                      # inside the ingest's 0.5 s dropout threshold: a clean end's final ACK
                      # waits for it)
 PROBE_BYTES = 1024 * 1024  # a failed disk counts as writable again once this much fits
+# Media waiting in the inbox for the recorder's thread, per stream: past either bound the
+# inbox is `backlogged` and the ingest stops reading that connection until it is half
+# drained (TCP pushes back on the sender). A sender that ignores the ACKs (the cumulative
+# ACK waits for the archive) cannot make the relay hold more than this in the queue.
+INBOX_MAX_UNITS = 8192
+INBOX_MAX_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,9 @@ class Recorder:
         self.stream = stream
         self.dir = record_dir / stream
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._inbox_lock = threading.Lock()  # guards the two counts below (two threads)
+        self._inbox_units = 0  # media queued in the inbox, not yet taken by the thread
+        self._inbox_bytes = 0  # their payload bytes
         self._reorder_limits = (reorder_memory_limit_bytes, reorder_disk_limit_bytes)
         self._reorder = self._new_reorder()
         self._checkpoint_file = checkpoint_file
@@ -180,8 +189,22 @@ class Recorder:
     def media(self, media: Media, received_below: int | None = None) -> None:
         """Record one unit. `received_below`: the receiver's next_seq right after this unit
         arrived (every seq below it has arrived or never will), so gaps the receiver gave up
-        are skipped at once instead of at the end of the session."""
+        are skipped at once instead of at the end of the session. Never blocks: the caller
+        waits while `backlogged` (INBOX_MAX_UNITS, INBOX_MAX_BYTES)."""
+        with self._inbox_lock:
+            self._inbox_units += 1
+            self._inbox_bytes += len(media.payload)
         self._inbox.put(("media", (media, received_below)))
+
+    @property
+    def inbox_units(self) -> int:
+        """Media units queued for the recorder's thread, not yet taken."""
+        return self._inbox_units
+
+    def backlogged(self, share: float = 1.0) -> bool:
+        """Whether the inbox holds more than `share` of INBOX_MAX_UNITS or INBOX_MAX_BYTES."""
+        return (self._inbox_units > INBOX_MAX_UNITS * share
+                or self._inbox_bytes > INBOX_MAX_BYTES * share)
 
     def end_session(self) -> None:
         """The sender ended the session (BYE): write what is held, forget the checkpoint."""
@@ -212,7 +235,8 @@ class Recorder:
         return {"state": self.state, "error": self.error,
                 "file": self.files[-1].name if self.files else None,
                 "kept_seq": self.kept[1] if self.kept else None,
-                "units_written": self.units_written, "write_errors": self.write_errors}
+                "units_written": self.units_written, "write_errors": self.write_errors,
+                "inbox_units": self._inbox_units}
 
     # --- the recorder's thread -----------------------------------------------------------
     def _run_guarded(self) -> None:
@@ -232,6 +256,10 @@ class Recorder:
                 CHECKPOINT_INTERVAL_S if self._retained else None)
             try:
                 kind, arg = self._inbox.get(timeout=timeout)
+                if kind == "media":
+                    with self._inbox_lock:
+                        self._inbox_units -= 1
+                        self._inbox_bytes -= len(arg[0].payload)
             except queue.Empty:
                 kind, arg = "idle", None
                 if (not self._failing and self._part is not None

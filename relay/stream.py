@@ -59,6 +59,7 @@ from uplink.wire import message_name
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0  # a connection must send its HELLO this soon after the upgrade
+RECORDER_WAIT_S = 0.01  # while the recorder's inbox is backlogged, look again this often
 REPLACED_REASON = b"replaced by a newer connection"
 
 
@@ -229,6 +230,9 @@ class StreamRuntime:
             try:
                 if await self._receive(ws, receiver, hello, peer):
                     await self._read_loop(ws, receiver, peer)
+            except ConnectionError as exc:  # the peer went away while an ACK was being sent
+                log.info("stream %s: connection from %s lost: %s", self.settings.name, peer,
+                         exc)
             except asyncio.CancelledError:
                 self.stopping = True  # the server cancels handlers only when it shuts down
                 raise
@@ -273,6 +277,19 @@ class StreamRuntime:
                 return
             if not await self._receive(ws, receiver, msg.data, peer):
                 return
+            await self._wait_for_recorder()
+
+    async def _wait_for_recorder(self) -> None:
+        """Backpressure (issue 13, fault 5): while the recorder's inbox is backlogged, stop
+        reading this connection until it is half drained, so a sender that outruns the
+        archive (ignoring the ACKs, which wait for the archive) is slowed by TCP instead of
+        growing the relay. Only this stream waits; a recorder that died is not waited for
+        (the tick replaces it)."""
+        rec = self.recorder
+        if rec is None or not rec.backlogged():
+            return
+        while rec is self.recorder and rec.alive and rec.backlogged(0.5) and not self.stopping:
+            await asyncio.sleep(RECORDER_WAIT_S)
 
     async def _receive(self, ws: web.WebSocketResponse, receiver: UplinkReceiver, data: bytes,
                        peer: str) -> bool:
@@ -486,6 +503,10 @@ class StreamRuntime:
                     self.recorder.end_session()  # nobody will continue it
                     self.recorder.close(wait=False)
                     self.recorder = None
+                if self.pipeline is not None:
+                    # its platform sessions end and its encoder is freed; the next session
+                    # starts a new pipeline (a session nobody continues holds nothing)
+                    self.pipeline.end()
 
     async def _recorder_tick(self) -> None:
         """Report what the recorder noticed (once each), and replace a recorder that died."""

@@ -7,6 +7,7 @@ import pytest
 from relay.playout import (
     DISCONTINUITY_S,
     LATE_TOLERANCE_S,
+    MAX_BUFFERED_S_DEFAULT,
     MAX_BUFFERED_UNITS,
     AccessUnit,
     PlayoutBuffer,
@@ -248,16 +249,42 @@ def test_late_retransmission_is_dropped_without_stalling_live_video() -> None:
     assert buf.pop_due(3.0) == [*units[7:], live]
 
 
-def test_level_s_is_zero_when_empty_and_units_far_ahead_are_accepted() -> None:
+def test_units_ahead_are_accepted_up_to_max_buffered_s_after_the_live_point() -> None:
     buf = PlayoutBuffer(delay_s=1.0, max_buffered_s=10.0)
     assert buf.level_s(0.0) == 0.0
     buf.push(audio(0.0), now=0.0)
     for i in range(1, 200):
-        buf.push(audio(i * 0.1), now=0.0)  # 20 s of media, beyond max_buffered_s, at once
-    assert buf.units_buffered == 200
+        buf.push(audio(i * 0.1), now=0.0)  # 20 s of media at once: 10 s beyond the bound
+    assert buf.units_buffered == 101  # dts 0 .. 10 s: due by now + delay_s + max_buffered_s
+    assert buf.dropped_overflow_units == 99
     assert buf.discontinuities == 0
-    assert buf.level_s(0.0) == pytest.approx(1.0 + 19.9)
+    assert buf.level_s(0.0) == pytest.approx(1.0 + 10.0)
     assert buf.level_s(50.0) == 0.0
+    buf.push(audio(12.0), now=2.0)  # later, in time again: accepted
+    assert buf.units_buffered == 102
+
+
+def test_video_too_far_ahead_is_dropped_and_the_track_waits_for_a_keyframe() -> None:
+    buf = PlayoutBuffer(delay_s=1.0, max_buffered_s=10.0)
+    buf.push(video(0.0, keyframe=True), now=0.0)
+    buf.push(video(5.0, seq=1), now=0.0)  # due 6 s
+    buf.push(video(9.0, seq=2), now=0.0)  # due 10 s: within now + 1 + 10
+    buf.push(video(12.0, seq=3), now=0.0)  # due 13 s: too far ahead
+    buf.push(video(12.5, seq=4), now=3.0)  # in the bound now, but not a keyframe
+    buf.push(video(13.0, keyframe=True, seq=5), now=3.0)
+    assert buf.dropped_overflow_units == 1 and buf.skipped_late_units == 1
+    assert buf.discontinuities == 0
+    assert [u.seq for u in buf.pop_due(100.0)] == [0, 1, 2, 5]
+
+
+def test_a_flood_of_tiny_units_ahead_holds_at_most_max_buffered_s() -> None:
+    # issue 13, fault 5: 1/30 s units pushed 20 000 a second; before, 50 000 were held and
+    # an ended stream played them out for 28 minutes
+    buf = PlayoutBuffer(delay_s=1.0)
+    for i in range(60_000):
+        buf.push(audio(i / 30), now=i / 20_000)
+    assert buf.units_buffered <= (MAX_BUFFERED_S_DEFAULT + 1.0 + 3.0) * 30
+    assert buf.level_s(3.0) <= MAX_BUFFERED_S_DEFAULT + 1.0
 
 
 def test_reset_forgets_anchor_and_contents_and_waits_for_keyframe() -> None:

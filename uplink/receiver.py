@@ -19,10 +19,10 @@ the next HELLO is answered ``resumed = 0`` ("SACK state lost") so the sender res
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
 from dataclasses import dataclass
 
 from .errors import CloseCode, ProtocolError, truncate_utf8
+from .window import WindowedSum
 from .wire import (
     MAX_BYE_REASON_BYTES,
     MAX_MESSAGE_BYTES,
@@ -137,8 +137,7 @@ class UplinkReceiver:
         self._media_since_ack = 0
         self._last_ack_time: float | None = None
         # statistics
-        self._arrivals: deque[tuple[float, int]] = deque()
-        self._arrival_bytes = 0
+        self._arrivals = WindowedSum(ARRIVAL_WINDOW_S)  # media payload bytes, bounded buckets
         self._last_now: float | None = None
         self._messages_received = 0
         self._bytes_received = 0
@@ -322,9 +321,10 @@ class UplinkReceiver:
     @property
     def arrival_kbps(self) -> int:
         """Media payload (duplicates included) over the last ARRIVAL_WINDOW_S, in kbit/s."""
-        if self._last_now is not None:
-            self._expire_arrivals(self._last_now)
-        return min(_U32_MAX, round(self._arrival_bytes * 8 / 1000 / ARRIVAL_WINDOW_S))
+        if self._last_now is None:
+            return 0
+        arrived = self._arrivals.total(self._last_now)
+        return min(_U32_MAX, round(arrived * 8 / 1000 / ARRIVAL_WINDOW_S))
 
     @property
     def messages_received(self) -> int:
@@ -394,9 +394,7 @@ class UplinkReceiver:
             if self._above_gap > MAX_UNITS_ABOVE_GAP:
                 self._give_up_lowest_gap()
         self._media_since_ack += 1
-        self._expire_arrivals(now)
-        self._arrivals.append((now, len(msg.payload)))
-        self._arrival_bytes += len(msg.payload)
+        self._arrivals.add(now, len(msg.payload))
         if duplicate:
             self._duplicates += 1
             return []
@@ -474,7 +472,6 @@ class UplinkReceiver:
     def _ack(self, now: float) -> bytes:
         self._media_since_ack = 0
         self._last_ack_time = now
-        self._expire_arrivals(now)
         self._acked = self._ack_next_seq()
         return encode(
             Ack(
@@ -484,11 +481,6 @@ class UplinkReceiver:
                 sack_ranges=tuple(self._ack_ranges()),
             )
         )
-
-    def _expire_arrivals(self, now: float) -> None:
-        horizon = now - ARRIVAL_WINDOW_S
-        while self._arrivals and self._arrivals[0][0] <= horizon:
-            self._arrival_bytes -= self._arrivals.popleft()[1]
 
 
 def _order(detail: str) -> ProtocolError:

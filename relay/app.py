@@ -26,6 +26,7 @@ from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
 from relay import dashboard, probe
+from relay.heap_trim import HEAP_TRIM_INTERVAL_S, trim_heap
 from relay.responses import (
     json_error,
     presented_token,
@@ -103,8 +104,13 @@ class Relay:
         self.store.close()
 
     async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
         while True:
             await asyncio.sleep(TICK_S)
+            if loop.time() >= next_trim:  # after a burst, the freed heap goes back to the OS
+                next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
+                await loop.run_in_executor(None, trim_heap)
             for s in self.streams.values():
                 try:
                     await s.tick()

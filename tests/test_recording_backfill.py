@@ -16,7 +16,7 @@ from encoder.av_encoder import AUDIO_TRACK_ID, VIDEO_TRACK_ID, EncodedUnit, Medi
 from encoder.framecode import read_frame_code_gray
 from encoder.testpattern import TestPattern, ToneGenerator
 from relay.recording import Recorder
-from relay.reorder import SeqReorder
+from relay.reorder import HELD_HEADER, SeqReorder, pack_held, unpack_held
 from uplink import (
     Hello,
     Media,
@@ -111,13 +111,14 @@ def test_late_or_repeated_units_are_refused() -> None:
 def test_held_units_beyond_the_memory_limit_spill_to_disk(tmp_path: Path) -> None:
     spool = Spool(memory_limit_bytes=10_000, directory=tmp_path)
     reorder = SeqReorder(spool)
-    reorder.push(unit(0, 1000))
+    size = 1000 - HELD_HEADER.size  # a held unit is its header and its payload: 1000 bytes
+    reorder.push(unit(0, size))
     for seq in range(100, 200):
-        assert reorder.push(unit(seq, 1000)) == []
+        assert reorder.push(unit(seq, size)) == []
     assert spool.memory_bytes <= 10_000 and spool.disk_bytes == 90_000
-    out = [m for seq in range(1, 100) for m in reorder.push(unit(seq, 1000, backfill=True))]
+    out = [m for seq in range(1, 100) for m in reorder.push(unit(seq, size, backfill=True))]
     assert seqs(out) == list(range(1, 200))
-    assert [m.payload for m in out] == [unit(seq, 1000).payload for seq in range(1, 200)]
+    assert [m.payload for m in out] == [unit(seq, size).payload for seq in range(1, 200)]
     assert [m.backfill for m in out] == [True] * 99 + [False] * 100
     assert len(spool) == 0 and spool.disk_file_bytes == 0
     reorder.close()
@@ -125,10 +126,11 @@ def test_held_units_beyond_the_memory_limit_spill_to_disk(tmp_path: Path) -> Non
 
 def test_full_spool_gives_up_the_lowest_gap(tmp_path: Path) -> None:
     reorder = SeqReorder(Spool(memory_limit_bytes=1000, disk_limit_bytes=1000, directory=tmp_path))
-    reorder.push(unit(0))
-    out = [m for seq in range(10, 30) for m in reorder.push(unit(seq))]
+    size = 100 - HELD_HEADER.size  # 100 bytes held a unit
+    reorder.push(unit(0, size))
+    out = [m for seq in range(10, 30) for m in reorder.push(unit(seq, size))]
     assert out == [] and reorder.held == 20  # 2000 bytes: memory and disk are full
-    out = reorder.push(unit(40))  # no room to wait for 1..9 any longer
+    out = reorder.push(unit(40, size))  # no room to wait for 1..9 any longer
     assert seqs(out) == list(range(10, 30))
     assert reorder.take_gaps() == [(1, 10)]
     assert reorder.held == 1 and reorder.missing() == [(30, 40)]
@@ -264,3 +266,12 @@ def test_recorder_writes_what_it_holds_at_session_end_and_logs_the_gap(
     assert "seqs 30..59 never arrived" in caplog.text
     [path] = recorder.files
     assert frame_numbers(path) == list(range(30)) + list(range(60, 90))
+
+
+@pytest.mark.parametrize("media", [
+    Media(7, 0, True, 0, 0, 0, b"", False),
+    Media(2**64 - 1, 255, False, -(2**63), 2**63 - 1, 2**64 - 1, b"\x00" * 300, True),
+    Media(12, 1, True, -5, -7, EPOCH_US, b"abc", True),
+])
+def test_a_held_unit_comes_back_exactly_as_it_went_in(media: Media) -> None:
+    assert unpack_held(media.seq, pack_held(media)) == media

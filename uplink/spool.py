@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -142,6 +143,11 @@ class Spool:
 
     def __len__(self) -> int:
         return len(self._memory) + len(self._disk)
+
+    def __iter__(self) -> Iterator[int]:
+        """Every key held (memory, then disk; in no promised order). A snapshot: the spool
+        may change while it is iterated."""
+        return iter([*self._memory, *self._disk])
 
     # -- observable state ----------------------------------------------------------------------
 

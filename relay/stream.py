@@ -1,7 +1,9 @@
 """One configured stream at the relay: its ingest session, recording and output pipeline.
 
 This is asyncio glue: it moves bytes between the WebSocket and the sans-I/O
-``UplinkReceiver`` and hands what arrives to the recorder and the pipeline threads.
+``UplinkReceiver``; what the received events do is decided by the sans-I/O
+``relay.ingest_session.IngestSession``, whose actions this applies (logs, event log,
+metrics, and the recorder and pipeline threads).
 
 Ingest dropouts (``DropoutDetector``, ``[relay] dropout_ms``) and low-throughput episodes
 (``LowThroughputDetector``, ``low_throughput_share`` and ``low_throughput_s``) go to the
@@ -16,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from fractions import Fraction
 from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
@@ -25,11 +26,9 @@ from monitor.dropout import (
     CAUSE_RELAY_STOPPED,
     DropoutDetector,
     DropoutEnded,
-    DropoutEvent,
     DropoutStarted,
     LowThroughputDetector,
     LowThroughputEnded,
-    LowThroughputEvent,
     LowThroughputStarted,
 )
 from monitor.events import EventLog, iso_utc
@@ -37,8 +36,24 @@ from monitor.metrics import RelayMetrics
 from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, DropoutJournal, MonitorStore
 from relay.checkpoint import CheckpointError, RecordingCheckpoint, checkpoint_path, load_checkpoint
 from relay.destination import Destination
+from relay.ingest_session import (
+    ConfigureTrack,
+    DetectorEvent,
+    EndOutput,
+    IngestAction,
+    IngestSession,
+    NewTimeline,
+    PushUnit,
+    RecordEnd,
+    RecordMedia,
+    RecordSession,
+    RecordTrack,
+    SessionClosed,
+    SessionKind,
+    SessionOpened,
+    StatsStored,
+)
 from relay.pipeline import StreamPipeline
-from relay.playout import AccessUnit
 from relay.recording import Notice, Recorder
 from relay.settings import RelaySettings, StreamSettings
 from uplink import (
@@ -46,11 +61,8 @@ from uplink import (
     Hello,
     MediaReceived,
     ProtocolError,
+    ReceiverEvent,
     SessionEnded,
-    SessionStarted,
-    StatsReceived,
-    TrackConfigured,
-    TrackKind,
     UplinkReceiver,
     decode,
 )
@@ -74,23 +86,21 @@ class StreamRuntime:
         self.receiver: UplinkReceiver | None = None
         self.pipeline: StreamPipeline | None = None
         self.recorder: Recorder | None = None
-        self.detector = DropoutDetector(threshold_s=relay.dropout_ms / 1000)
-        self.low_throughput = LowThroughputDetector(share=relay.low_throughput_share,
-                                                    min_s=relay.low_throughput_s)
+        # the ingest's decisions: playout units, recorder and pipeline commands, dropouts
+        self.session = IngestSession(
+            DropoutDetector(threshold_s=relay.dropout_ms / 1000),
+            LowThroughputDetector(share=relay.low_throughput_share, min_s=relay.low_throughput_s))
         self.journal = DropoutJournal(store, settings.name, "ingest")
         self.stopping = False  # the relay is shutting down: a lost connection is no dropout
         self.ws: web.WebSocketResponse | None = None
         self._conn_lock = asyncio.Lock()
         self._newest: web.WebSocketResponse | None = None  # the latest connection to HELLO
-        self._time_bases: dict[int, Fraction] = {}
-        self._video_tracks: set[int] = set()
         self.ended = False
         self.connected_since: float | None = None
         self.disconnected_at: float | None = None
         self.last_stats: dict[str, int] = {}
         self.dropouts = 0
         self.connections = 0
-        self._live_next_seq = 0  # live units below it went to the pipeline already
         self._checkpoint_file = checkpoint_path(relay.state_dir, settings.name)
 
     # --- restart ---------------------------------------------------------------------
@@ -139,7 +149,7 @@ class StreamRuntime:
     def state(self) -> str:
         if self.receiver is None or self.ended:
             return "ended" if self.ended else "offline"
-        if self.ws is not None and not self.detector.in_dropout:
+        if self.ws is not None and not self.session.in_dropout:
             return "live"
         return "reconnecting"
 
@@ -156,8 +166,8 @@ class StreamRuntime:
             "seqs_given_up": r.seqs_given_up if r is not None else 0,
             "connections": self.connections,
             "dropouts": self.dropouts,
-            "in_dropout": self.detector.in_dropout,
-            "in_low_throughput": self.low_throughput.in_episode,
+            "in_dropout": self.session.in_dropout,
+            "in_low_throughput": self.session.in_low_throughput,
             "sender": self.last_stats,
             "buffer_ms": 0,
             "output_source": "offline",
@@ -244,7 +254,7 @@ class StreamRuntime:
                 self.disconnected_at = time.time()
                 self.metrics.ingest_connected.labels(self.settings.name).set(0)
                 if not self.ended and not self.stopping:
-                    self._dropout_events(self.detector.on_connection_lost(time.time()))
+                    self._report(self.session.connection_lost(time.time()))
 
     async def _await_hello(self, ws: web.WebSocketResponse, peer: str) -> bytes | None:
         """The first message if it is a well-formed HELLO; otherwise the connection is
@@ -344,74 +354,66 @@ class StreamRuntime:
         for data in receiver.data_to_send(time.monotonic()):
             await ws.send_bytes(data)
 
-    def _on_event(self, ev: object) -> None:
+    def _on_event(self, ev: ReceiverEvent) -> None:
+        """One receiver event: the ingest session core decides, this applies its actions."""
+        if isinstance(ev, MediaReceived):
+            self.metrics.ingest_bytes.labels(self.settings.name).inc(len(ev.media.payload))
+        next_seq = self.receiver.next_seq if self.receiver is not None else None
+        for action in self.session.on_event(ev, time.time(), next_seq):
+            self._apply(action)
+
+    def _apply(self, action: IngestAction) -> None:
         name = self.settings.name
-        if isinstance(ev, SessionStarted):
+        pipeline, recorder = self.pipeline, self.recorder
+        if isinstance(action, PushUnit):
+            if pipeline is not None:
+                pipeline.push(action.unit)
+        elif isinstance(action, RecordMedia):
+            if recorder is not None:  # None with record = false
+                recorder.media(action.media, received_below=action.received_below)
+        elif isinstance(action, SessionOpened):
             self.ended = False
-            if ev.continued:
+            sid = action.session_id.hex()[:8]
+            if action.kind == SessionKind.CONTINUED:
                 log.info("stream %s: sender session %s continues at seq %d (the relay lost "
-                         "what it had not kept; the sender resends it)", name,
-                         ev.session_id.hex()[:8], ev.next_seq)
-                self._ensure_outputs()
-            elif not ev.resumed:
-                log.info("stream %s: new sender session %s", name, ev.session_id.hex()[:8])
-                self.events.write("session_started", stream=name, session=ev.session_id.hex()[:8])
-                self._time_bases.clear()
-                self._video_tracks.clear()
-                self._live_next_seq = 0
-                self._ensure_outputs()
-                assert self.pipeline is not None
-                if self.recorder is not None:  # None with record = false
-                    self.recorder.new_session(ev.session_id)
-                self.pipeline.new_timeline()
+                         "what it had not kept; the sender resends it)", name, sid,
+                         action.next_seq)
+            elif action.kind == SessionKind.NEW:
+                log.info("stream %s: new sender session %s", name, sid)
+                self.events.write("session_started", stream=name, session=sid)
             else:
-                log.info("stream %s: sender session %s resumed at seq %d", name,
-                         ev.session_id.hex()[:8], ev.next_seq)
-                self._ensure_outputs()
-        elif isinstance(ev, TrackConfigured):
-            t = ev.track
-            self._time_bases[t.track_id] = Fraction(t.time_base_num, t.time_base_den)
-            if t.kind == TrackKind.VIDEO:
-                self._video_tracks.add(t.track_id)
-            if ev.changed:
-                if self.recorder is not None:
-                    self.recorder.track(t, changed=True)
-                if self.pipeline is not None:
-                    self.pipeline.configure(t)
-        elif isinstance(ev, MediaReceived):
-            m = ev.media
-            tb = self._time_bases[m.track_id]
-            self.metrics.ingest_bytes.labels(name).inc(len(m.payload))
-            now = time.time()
-            self._dropout_events(self.detector.on_media(now))
-            self.low_throughput.on_media(now, len(m.payload))
-            if self.recorder is not None:
-                # every seq below the receiver's next_seq has arrived or never will
-                self.recorder.media(m, received_below=(
-                    self.receiver.next_seq if self.receiver is not None else None))
-            if (self.pipeline is not None and not m.backfill  # backfill is behind the live edge
-                    and m.seq >= self._live_next_seq):  # a resend the live has had already
-                self._live_next_seq = m.seq + 1
-                self.pipeline.push(AccessUnit(
-                    track_id=m.track_id, is_video=m.track_id in self._video_tracks,
-                    pts_s=float(m.pts * tb), dts_s=float(m.dts * tb), keyframe=m.keyframe,
-                    payload=m.payload, capture_time_us=m.capture_time_us, seq=m.seq))
-        elif isinstance(ev, StatsReceived):
-            st = ev.stats
-            self.last_stats = {"backlog_bytes": st.backlog_bytes, "backlog_ms": st.backlog_ms,
-                               "target_kbps": st.target_kbps}
-            self.low_throughput.on_sender_stats(st.target_kbps, st.backlog_ms)
-        elif isinstance(ev, SessionEnded):
-            log.info("stream %s: sender ended the stream (%s)", name, ev.reason or "no reason")
-            self.events.write("session_ended", stream=name, reason=ev.reason)
-            self._stop_detectors(time.time())
+                log.info("stream %s: sender session %s resumed at seq %d", name, sid,
+                         action.next_seq)
+            self._ensure_outputs()
+        elif isinstance(action, RecordSession):
+            if recorder is not None:
+                recorder.new_session(action.session_id)
+        elif isinstance(action, NewTimeline):
+            if pipeline is not None:
+                pipeline.new_timeline()
+        elif isinstance(action, RecordTrack):
+            if recorder is not None:
+                recorder.track(action.track, changed=True)
+        elif isinstance(action, ConfigureTrack):
+            if pipeline is not None:
+                pipeline.configure(action.track)
+        elif isinstance(action, StatsStored):
+            self.last_stats = action.as_dict()
+        elif isinstance(action, SessionClosed):
+            log.info("stream %s: sender ended the stream (%s)", name,
+                     action.reason or "no reason")
+            self.events.write("session_ended", stream=name, reason=action.reason)
             self.ended = True
-            if self.pipeline is not None:
-                self.pipeline.end()
-            if self.recorder is not None:
-                self.recorder.end_session()  # the archive is complete: no checkpoint left
-                self.recorder.close(wait=False)
+        elif isinstance(action, EndOutput):
+            if pipeline is not None:
+                pipeline.end()
+        elif isinstance(action, RecordEnd):
+            if recorder is not None:
+                recorder.end_session()  # the archive is complete: no checkpoint left
+                recorder.close(wait=False)
                 self.recorder = None
+        else:
+            self._report([action])
 
     def _ensure_outputs(self) -> None:
         if self.recorder is None and self.settings.record:
@@ -430,21 +432,19 @@ class StreamRuntime:
 
     def _stop_detectors(self, now: float, end_cause: str | None = None) -> None:
         """A clean end (or the relay stopping): close what is open, disarm both detectors."""
-        self._dropout_events(self.detector.stop(now), end_cause)
-        self._low_throughput_events(self.low_throughput.stop(now), end_cause)
+        self._report(self.session.stop(now), end_cause)
 
-    def _dropout_events(self, events: list[DropoutEvent], end_cause: str | None = None) -> None:
+    def _report(self, events: list[DetectorEvent], end_cause: str | None = None) -> None:
+        """Log, event log, metrics and monitor store for the detectors' events; `end_cause`
+        replaces the cause an episode ends with (the relay stopping)."""
         name = self.settings.name
         for ev in events:
             if isinstance(ev, DropoutStarted):
-                # no low-throughput episode while a dropout is open
-                self._low_throughput_events(self.low_throughput.dropout_started(ev.start))
                 log.warning("stream %s: ingest dropout started (%s)", name, ev.cause.value)
                 self.events.write("ingest_dropout_started", stream=name, start=iso_utc(ev.start),
                                   cause=ev.cause.value)
                 self.journal.started(KIND_DROPOUT, ev.cause.value, ev.start)
             elif isinstance(ev, DropoutEnded):
-                self.low_throughput.dropout_ended(ev.end)
                 cause = end_cause or ev.cause.value
                 self.dropouts += 1
                 self.metrics.dropouts.labels(name, ev.cause.value).inc()
@@ -455,12 +455,7 @@ class StreamRuntime:
                                   end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
                                   cause=cause)
                 self.journal.ended(KIND_DROPOUT, ev.start, ev.end, cause)
-
-    def _low_throughput_events(self, events: list[LowThroughputEvent],
-                               end_cause: str | None = None) -> None:
-        name = self.settings.name
-        for ev in events:
-            if isinstance(ev, LowThroughputStarted):
+            elif isinstance(ev, LowThroughputStarted):
                 log.warning("stream %s: low throughput: %.0f kbit/s arriving, the stream's "
                             "bitrate is %.0f (%s)", name, ev.rate_kbps, ev.reference_kbps,
                             ev.cause.value)
@@ -482,8 +477,7 @@ class StreamRuntime:
     async def tick(self) -> None:
         now = time.time()
         if not self.stopping:
-            self._dropout_events(self.detector.poll(now))
-            self._low_throughput_events(self.low_throughput.poll(now))
+            self._report(self.session.poll(now))
         await self._recorder_tick()
         r = self.receiver
         self.metrics.ingest_kbps.labels(self.settings.name).set(self._ingest_kbps())

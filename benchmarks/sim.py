@@ -11,9 +11,10 @@ the very classes production runs, the way production drives them:
   and the live edge jumps where the client would make it jump;
 - relay: ``uplink.UplinkReceiver`` fed the delivered bytes in order, its ACKs sent back after
   every message and every ``relay.app.TICK_S`` with the playout level as the relay reports
-  it, non-backfill media into ``relay.playout.PlayoutBuffer`` (pushed at the next output tick,
-  as the pipeline thread does) and ``relay.source_selector.SourceSelector`` on the output clock
-  (``OutputProfile.fps``), as ``relay.stream`` and ``relay.pipeline`` do;
+  it, its events through ``relay.ingest_session.IngestSession`` (the core ``relay.stream``
+  applies), whose playout units go into ``relay.playout.PlayoutBuffer`` (pushed at the next
+  output tick, as the pipeline thread does) and ``relay.source_selector.SourceSelector`` on
+  the output clock (``OutputProfile.fps``), as ``relay.pipeline`` does;
 - link: ``benchmarks.link_model``: a ``TraceLink`` with its ``DropTailQueue`` and
   ``OutageStage`` (outages remove opportunities) then a ``DelayStage``, as the emulator
   builds its uplink; the delay is applied by the loop (``_next_uplink_ms``), which wakes only
@@ -87,7 +88,6 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import cast
 
 import numpy as np
@@ -124,6 +124,7 @@ from encoder.settings import (
 )
 from encoder.spool_overflow import OverflowGate
 from relay.app import TICK_S as RELAY_APP_TICK_S
+from relay.ingest_session import IngestSession, NewTimeline, PushUnit, RecordMedia
 from relay.playout import AccessUnit, PlayoutBuffer
 from relay.settings import FREEZE_MS_DEFAULT, HOLD_S_DEFAULT, OutputProfile
 from relay.source_selector import OutputSource, SourceSelector
@@ -132,11 +133,9 @@ from uplink import (
     Codec,
     MediaReceived,
     ProtocolError,
-    SessionStarted,
     Spool,
     SpoolFull,
     TrackConfig,
-    TrackConfigured,
     TrackKind,
     UplinkReceiver,
     UplinkSender,
@@ -407,8 +406,8 @@ class _Simulation:
         self.receiver = UplinkReceiver(buffer_ms=buffer_ms, max_message_bytes=MAX_MESSAGE_BYTES)
         self.playout = PlayoutBuffer(delay_s=buffer_ms / 1000)
         self.selector = SourceSelector(freeze_s=FREEZE_MS_DEFAULT / 1000, hold_s=HOLD_S_DEFAULT)
-        self.time_bases: dict[int, Fraction] = {}
-        self.video_tracks: set[int] = set()
+        # what MEDIA does at the relay: the production core (playout units, archive)
+        self.ingest = IngestSession()
         self.inbox: list[AccessUnit | None] = []  # None: a new timeline (playout reset)
         self.pipeline_started = False
         self.relay_level_ms = 0  # the playout level at the last output tick
@@ -612,35 +611,24 @@ class _Simulation:
         except ProtocolError:
             self._protocol_error(now_s)
             return
+        ingest = self.ingest
         for ev in events:
-            if isinstance(ev, SessionStarted):
-                if not ev.resumed:
-                    self.time_bases.clear()
-                    self.video_tracks.clear()
+            if isinstance(ev, MediaReceived):
+                i = self._bin(now_s)
+                if i < self.n_bins:
+                    self.delivered_bytes[i] += len(ev.media.payload)
+            for action in ingest.on_event(ev, now_s, self.receiver.next_seq):
+                if isinstance(action, PushUnit):
+                    self.inbox.append(action.unit)
+                elif isinstance(action, RecordMedia):
+                    if ingest.is_video(action.media.track_id):
+                        self.archived_video.add(action.media.seq)
+                elif isinstance(action, NewTimeline):
                     self.inbox.append(None)
                     if not self.pipeline_started:
                         self.pipeline_started = True
                         self._schedule(self.now_ms, _RELAY_TICK, 0)
                         self._schedule(self.now_ms, _APP_TICK, 0)
-            elif isinstance(ev, TrackConfigured):
-                t = ev.track
-                self.time_bases[t.track_id] = Fraction(t.time_base_num, t.time_base_den)
-                if t.kind == TrackKind.VIDEO:
-                    self.video_tracks.add(t.track_id)
-            elif isinstance(ev, MediaReceived):
-                m = ev.media
-                i = self._bin(now_s)
-                if i < self.n_bins:
-                    self.delivered_bytes[i] += len(m.payload)
-                if m.track_id in self.video_tracks:
-                    self.archived_video.add(m.seq)
-                if not m.backfill:
-                    tb = self.time_bases[m.track_id]  # int * int / int: float(Fraction) exactly
-                    self.inbox.append(AccessUnit(
-                        track_id=m.track_id, is_video=m.track_id in self.video_tracks,
-                        pts_s=m.pts * tb.numerator / tb.denominator,
-                        dts_s=m.dts * tb.numerator / tb.denominator, keyframe=m.keyframe,
-                        payload=m.payload, capture_time_us=m.capture_time_us, seq=m.seq))
         self._relay_flush(now_s)
 
     def _relay_flush(self, now_s: float) -> None:

@@ -26,7 +26,7 @@ from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
 from relay import dashboard, probe
-from relay.heap_trim import HEAP_TRIM_INTERVAL_S, trim_heap
+from relay.heap_trim import HEAP_TRIM_INTERVAL_S, TrimPolicy, trim_if_grown
 from relay.responses import (
     json_error,
     presented_token,
@@ -106,11 +106,12 @@ class Relay:
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
         next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
+        trim_policy = TrimPolicy()
         while True:
             await asyncio.sleep(TICK_S)
             if loop.time() >= next_trim:  # after a burst, the freed heap goes back to the OS
                 next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
-                await loop.run_in_executor(None, trim_heap)
+                await loop.run_in_executor(None, trim_if_grown, trim_policy)
             for s in self.streams.values():
                 try:
                     await s.tick()

@@ -71,6 +71,7 @@ def test_the_relay_command_logs_the_warning_at_start(
     monkeypatch.setattr(web, "run_app", lambda app, **kw: served.append(kw["host"]))
     monkeypatch.chdir(tmp_path)  # the embedded config's state and database go here
     monkeypatch.delenv("STEADYCAST_DEMO_TOKEN", raising=False)
+    monkeypatch.setenv("PYTHONMALLOC", "pymalloc")  # in process: no exec onto the allocator
     with caplog.at_level(logging.WARNING, logger="steadycast"):
         assert cli.main(["relay", "--listen", "0.0.0.0:8080"]) == 0
     assert served == ["0.0.0.0"]

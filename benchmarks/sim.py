@@ -13,8 +13,8 @@ the very classes production runs, the way production drives them:
   every message and every ``relay.app.TICK_S`` with the playout level as the relay reports
   it, its events through ``relay.ingest_session.IngestSession`` (the core ``relay.stream``
   applies), whose playout units go into ``relay.playout.PlayoutBuffer`` (pushed at the next
-  output tick, as the pipeline thread does) and ``relay.source_selector.SourceSelector`` on
-  the output clock (``OutputProfile.fps``), as ``relay.pipeline`` does;
+  output tick, as the pipeline thread does) and ``relay.output_clock.OutputClock`` ticked at
+  ``OutputProfile.fps``, as ``relay.pipeline`` does;
 - link: ``benchmarks.link_model``: a ``TraceLink`` with its ``DropTailQueue`` and
   ``OutageStage`` (outages remove opportunities) then a ``DelayStage``, as the emulator
   builds its uplink; the delay is applied by the loop (``_next_uplink_ms``), which wakes only
@@ -68,7 +68,7 @@ The model, where there are no production classes:
   was in flight; the simulator does not model that (nor the WebSocket handshake). It does
   model the relay closing the connection on a protocol error (the client reconnects with its
   backoff): ``notes`` counts them. The relay keeps one session; ``platform_sessions``
-  follows the pipeline's on-air rule (a new one only after ``hold_s`` of slate).
+  counts the sessions the ``OutputClock`` opens (a new one only after ``hold_s`` of slate).
 - **Platform.** What the relay outputs is what the platform shows (no platform-side player).
   The run is judged over ``[T0, T0 + duration_s)`` on the relay's output clock, T0 being when
   the playout buffer makes the first frame due. A moment is live while a fresh picture is
@@ -125,9 +125,9 @@ from encoder.settings import (
 from encoder.spool_overflow import OverflowGate
 from relay.app import TICK_S as RELAY_APP_TICK_S
 from relay.ingest_session import IngestSession, NewTimeline, PushUnit, RecordMedia
+from relay.output_clock import OutputClock
 from relay.playout import AccessUnit, PlayoutBuffer
 from relay.settings import FREEZE_MS_DEFAULT, HOLD_S_DEFAULT, OutputProfile
-from relay.source_selector import OutputSource, SourceSelector
 from uplink import (
     Acked,
     Codec,
@@ -151,6 +151,7 @@ WIDTH_DEFAULT, HEIGHT_DEFAULT = 1280, 720  # the encoder's default session size 
 AAC_EXTRADATA = bytes([0x11, 0x88])  # AudioSpecificConfig: AAC LC, 48 kHz, mono
 SPOOL_MB = 1024 * 1024
 OUTPUT_FPS = OutputProfile().fps  # the relay's output clock
+OUTPUT_AUDIO_SAMPLE_RATE = OutputProfile().audio_sample_rate
 END_MARGIN_S = 1.0  # simulated past the judged window so its last frames can show
 # The sender starts capturing this long after second 0 of the trace, as in the real pipeline:
 # benchmarks.real starts the emulator's trace clock right before launching the encoder, whose
@@ -405,14 +406,14 @@ class _Simulation:
         # relay side, as relay.stream and relay.pipeline build it
         self.receiver = UplinkReceiver(buffer_ms=buffer_ms, max_message_bytes=MAX_MESSAGE_BYTES)
         self.playout = PlayoutBuffer(delay_s=buffer_ms / 1000)
-        self.selector = SourceSelector(freeze_s=FREEZE_MS_DEFAULT / 1000, hold_s=HOLD_S_DEFAULT)
+        self.clock = OutputClock(fps=OUTPUT_FPS, audio_sample_rate=OUTPUT_AUDIO_SAMPLE_RATE,
+                                 freeze_s=FREEZE_MS_DEFAULT / 1000, hold_s=HOLD_S_DEFAULT)
         # what MEDIA does at the relay: the production core (playout units, archive)
         self.ingest = IngestSession()
         self.inbox: list[AccessUnit | None] = []  # None: a new timeline (playout reset)
         self.pipeline_started = False
         self.relay_level_ms = 0  # the playout level at the last output tick
-        self.on_air = False
-        self.platform_sessions = 0
+        self.platform_sessions = 0  # sessions the output clock opened
         self.protocol_errors = 0
         self.archived_video: set[int] = set()
 
@@ -664,6 +665,7 @@ class _Simulation:
         for unit in self.inbox:
             if unit is None:
                 playout.reset()
+                self.clock.new_timeline()
             else:
                 playout.push(unit, now_s)
         self.inbox.clear()
@@ -671,14 +673,10 @@ class _Simulation:
         for unit in playout.pop_due(now_s):
             if unit.is_video:
                 shown = unit
-        source = self.selector.tick(now_s, shown is not None)
-        if self.on_air and self.selector.hold_expired(now_s):
-            self.on_air = False
-        if not self.on_air and source == OutputSource.LIVE:
-            self.selector.reset_hold()
-            self.on_air = True
+        tick = self.clock.tick(now_s, shown is not None, playout.units_buffered)
+        if tick.open_sessions:
             self.platform_sessions += 1
-        if shown is not None and self.on_air:
+        if shown is not None and tick.on_air:
             self.tick_times.append(now_s)
             self.tick_latency_ms.append(now_s * 1000 - shown.capture_time_us / 1000)
         level_s = playout.level_s(now_s)

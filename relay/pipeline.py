@@ -1,18 +1,16 @@
-"""A stream's output: the playout buffer, the output frame clock, the slate, the fan-out.
+"""A stream's output: the playout buffer, the output clock, the slate, the fan-out.
 
 Runs on a thread of its own (decoding and encoding are CPU work that must not stall the
-ingest loop). The asyncio side hands it tracks and access units through a queue. Each tick
-of the output clock (1/fps):
+ingest loop). The asyncio side hands it tracks, access units and commands through a queue.
+What happens on each tick of the output clock (1/fps) is decided by
+``relay.output_clock.OutputClock`` (source, platform sessions opened and ended after
+``hold_s``, the frame and audio encoded, the end); this thread only carries it out:
 
 1. units that are due leave the playout buffer and are decoded;
-2. the source selector picks live (a new frame), freeze (repeat the last one, briefly) or
-   slate;
-3. one video frame and exactly one tick's worth of audio (live, padded with silence) are
-   encoded, so both tracks advance together with no gap, whatever the ingest does;
-4. the packets are offered to every destination.
-
-Platform sessions open at the first live frame. After ``hold_s`` of continuous slate they
-are ended on purpose; they open again when live media returns.
+2. the clock is asked, and its answer is acted on: destinations started or stopped, one
+   video frame (live, frozen or slate) and its audio (``relay.output_clock.LiveAudio``)
+   encoded and offered to every destination, metrics and the status snapshot updated;
+3. the thread sleeps to the next tick (a clock more than ``MAX_LAG_S`` behind restarts).
 """
 
 from __future__ import annotations
@@ -24,24 +22,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from monitor.dropout import CAUSE_RELAY_STOPPED
 from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from relay.destination import Destination
+from relay.output_clock import LiveAudio, OutputClock
 from relay.playout import AccessUnit, PlayoutBuffer
 from relay.settings import OutputProfile, StreamSettings
 from relay.slate import render_slate
-from relay.source_selector import OutputSource, SourceSelector
+from relay.source_selector import OutputSource
 from relay.transcode import OUTPUT_CHANNELS, IngestDecoder, OutPacket, OutputEncoder, rgb_to_frame
 from uplink import TrackConfig
 
 log = logging.getLogger(__name__)
 
 MAX_LAG_S = 1.0  # a pipeline this far behind its clock resets the clock instead of bursting
-MAX_LIVE_AUDIO_S = 0.5  # live audio queued beyond this is dropped to keep lip sync
 ERROR_MAX_CHARS = 200  # a failure's text in the status API and the event log
 
 DestinationFactory = Callable[[Any, Any], list[Destination]]
@@ -133,20 +129,19 @@ class StreamPipeline:
             self.finished.set()
 
     def _run(self) -> None:
+        """Move bytes around the output clock (``relay.output_clock``, which decides): inbox
+        to playout, due units decoded, the clock asked, its answer carried out, then sleep
+        to the next tick."""
         s, p = self.settings, self.profile
         enc = OutputEncoder(p)
         dec = IngestDecoder(p)
         playout = PlayoutBuffer(delay_s=s.buffer_ms / 1000)
-        selector = SourceSelector(freeze_s=s.freeze_ms / 1000, hold_s=s.hold_s)
+        clock = OutputClock(fps=p.fps, audio_sample_rate=p.audio_sample_rate,
+                            freeze_s=s.freeze_ms / 1000, hold_s=s.hold_s)
+        live_audio = LiveAudio(OUTPUT_CHANNELS, p.audio_sample_rate)
         slate = rgb_to_frame(render_slate(p.width, p.height, s.title, s.slate_image))
         tick_s = 1 / p.fps
         last_frame = None
-        live_audio = np.zeros((OUTPUT_CHANNELS, 0), dtype=np.float32)
-        on_air = False
-        ending = False
-        air_now = False  # open the platform sessions at once, on the slate
-        out_index = 0
-        frames_by_source = {src.value: 0 for src in OutputSource}
         skipped_reported = 0
         next_tick = time.monotonic()
         while True:
@@ -162,11 +157,11 @@ class StreamPipeline:
                     dec.configure(arg)
                 elif kind == "reset":
                     playout.reset()
-                    ending = False
+                    clock.new_timeline()
                 elif kind == "end":
-                    ending = True
+                    clock.end()
                 elif kind == "air":
-                    air_now = True
+                    clock.go_on_air()
                 elif kind == "stop":
                     enc.close()
                     return
@@ -179,72 +174,55 @@ class StreamPipeline:
                         last_frame = frames[-1]
                         new_frame = True
                 else:
-                    live_audio = np.concatenate([live_audio, dec.decode_audio(unit)], axis=1)
-            source = selector.tick(now, new_frame)
-            if source != OutputSource.LIVE and last_frame is None:
-                source = OutputSource.SLATE
+                    live_audio.add(dec.decode_audio(unit))
+            tick = clock.tick(now, new_frame, playout.units_buffered)
+            source = tick.source
 
-            if on_air and selector.hold_expired(now):
+            if tick.end_sessions is not None:
                 log.warning("stream %s: %.0f s of slate; ending the platform sessions on purpose",
-                            s.name, selector.slate_for_s(now))
+                            s.name, tick.slate_s)
                 if self._events is not None:
                     self._events.write("platform_sessions_ended", stream=s.name,
                                        reason=f"no live media for hold_s={s.hold_s:g} s")
                 self._stop_destinations(drain=False)
-                on_air = False
-            if not on_air and (source == OutputSource.LIVE or air_now):
-                air_now = False
+            if tick.open_sessions:
                 self.destinations = self._make_destinations(enc.video_stream, enc.audio_stream)
                 for d in self.destinations:
                     d.start()
-                selector.reset_hold()
-                on_air = True
 
-            if on_air:
-                frame = slate if source == OutputSource.SLATE or last_frame is None else last_frame
-                packets: list[OutPacket] = enc.encode_video(frame, out_index)
-                n = (round((out_index + 1) * p.audio_sample_rate / p.fps)
-                     - round(out_index * p.audio_sample_rate / p.fps))
-                max_live = int(MAX_LIVE_AUDIO_S * p.audio_sample_rate) + n
-                if live_audio.shape[1] > max_live:
-                    live_audio = live_audio[:, -max_live:]
-                take = live_audio[:, :n]
-                live_audio = live_audio[:, take.shape[1]:]
-                if take.shape[1] < n:
-                    pad = np.zeros((OUTPUT_CHANNELS, n - take.shape[1]), dtype=np.float32)
-                    take = np.concatenate([take, pad], axis=1)
-                packets += enc.encode_audio(take)
+            if tick.frame_index is not None:
+                frame = slate if tick.shows_slate or last_frame is None else last_frame
+                packets: list[OutPacket] = enc.encode_video(frame, tick.frame_index)
+                packets += enc.encode_audio(live_audio.take(tick.audio_samples))
                 for pkt in packets:
                     for d in self.destinations:
                         d.offer(pkt)
-                out_index += 1
-                frames_by_source[source.value] += 1
                 if self._metrics is not None:
                     self._metrics.output_frames.labels(s.name, source.value).inc()
             else:
-                live_audio = live_audio[:, :0]
+                live_audio.clear()
 
             level_s = playout.level_s(now)
             if self._metrics is not None:
                 for src in OutputSource:
                     self._metrics.output_source.labels(s.name, src.value).set(
-                        1 if on_air and src == source else 0)
+                        1 if tick.on_air and src == source else 0)
                 self._metrics.buffer_s.labels(s.name).set(level_s)
                 if playout.skipped_late_units > skipped_reported:
                     self._metrics.skipped_late.labels(s.name).inc(
                         playout.skipped_late_units - skipped_reported)
                     skipped_reported = playout.skipped_late_units
             self._snapshot = {
-                "output_source": source.value if on_air else "offline",
-                "on_air": on_air,
+                "output_source": tick.status_source,
+                "on_air": tick.on_air,
                 "buffer_ms": round(level_s * 1000),
                 "buffered_units": playout.units_buffered,
                 "skipped_late_units": playout.skipped_late_units,
-                "output_frames": dict(frames_by_source),
+                "output_frames": clock.frames_by_source,
                 "decode_errors": dec.decode_errors,
             }
 
-            if ending and playout.units_buffered == 0:
+            if tick.finished:
                 for pkt in enc.flush():
                     for d in self.destinations:
                         d.offer(pkt)

@@ -66,10 +66,10 @@ The model, where there are no production classes:
 - **Connection.** The connection stays up through every outage. The real client gives up on a
   connection after ``ACK_TIMEOUT_S`` (10 s) without an ACK (``SenderSession.ack_stalled``)
   and reconnects, resending what was in flight; the simulator does not ask it (nor model the
-  WebSocket handshake). It does
-  model the relay closing the connection on a protocol error (the client reconnects with its
-  backoff): ``notes`` counts them. The relay keeps one session; ``platform_sessions``
-  follows the pipeline's on-air rule (a new one only after ``hold_s`` of slate).
+  WebSocket handshake). It does model the relay closing the connection on a protocol error
+  (the client reconnects with its backoff): ``notes`` counts them. The relay keeps one
+  session; ``platform_sessions`` follows the pipeline's on-air rule (a new one only after
+  ``hold_s`` of slate).
 - **Platform.** What the relay outputs is what the platform shows (no platform-side player).
   The run is judged over ``[T0, T0 + duration_s)`` on the relay's output clock, T0 being when
   the playout buffer makes the first frame due. A moment is live while a fresh picture is
@@ -634,9 +634,8 @@ class _Simulation:
     def _protocol_error(self, now_s: float) -> None:
         """The relay closes the connection on a protocol error. The client reconnects after
         its backoff (``SenderSession.reconnect_wait_s``; never reset while the stream runs, as
-        every connection ends in an error) plus the
-        close's trip and a round trip for the handshake. What was in flight on the old
-        connection is lost; the sender resends it."""
+        every connection ends in an error) plus the close's trip and a round trip for the
+        handshake. What was in flight on the old connection is lost; the sender resends it."""
         self.protocol_errors += 1
         self.receiver.connection_lost(now_s)
         backoff_s = self._client_connection_lost(now_s)

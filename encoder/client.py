@@ -11,12 +11,12 @@ decides comes back as events that this module applies (``UplinkClient._apply``):
 the event log, the encoder's bitrate and keyframe requests, counters for the status line.
 
 A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S
-(``SenderSession.reconnect_wait_s``), with a plain reason (``_describe``), or after the relay's ``Retry-After`` when it throttles wrong
-credentials (HTTP 429, ``retry_after_s``); a refused publish (HTTP 401/403/404: unknown
-stream, wrong token) and a relay certificate that does not verify are fatal (``PublishRefused``,
-``RelayNotTrusted``) and reported in one line. A clean end (BYE sent, everything acked) is no
-outage. A full spool never ends the session: ``encoder.spool_overflow.OverflowGate`` drops new
-units only, what is held is still sent.
+(``SenderSession.reconnect_wait_s``), with a plain reason (``_describe``), or after the
+relay's ``Retry-After`` when it throttles wrong credentials (HTTP 429, ``retry_after_s``); a
+refused publish (HTTP 401/403/404: unknown stream, wrong token) and a relay certificate that
+does not verify are fatal (``PublishRefused``, ``RelayNotTrusted``) and reported in one line.
+A clean end (BYE sent, everything acked) is no outage. A full spool never ends the session:
+``encoder.spool_overflow.OverflowGate`` drops new units only, what is held is still sent.
 
 The session composes ``uplink.UplinkSender``, ``encoder.send_policy.SendPolicy`` (the
 in-flight window, the ABR's Observation, live edge first and dense keyframes during an

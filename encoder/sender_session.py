@@ -51,7 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from encoder.abr import UPDATE_INTERVAL_S, AbrController
+from encoder.abr import AbrController
 from encoder.send_policy import SEND_BATCH_BYTES, STATS_INTERVAL_S, LiveEdgeJump, SendPolicy
 from encoder.settings import ACK_TIMEOUT_S, FINAL_ACK_WAIT_S, RECONNECT_FIRST_S, RECONNECT_MAX_S
 from encoder.spool_overflow import OverflowEvent, OverflowGate, OverflowStarted
@@ -59,7 +59,7 @@ from monitor.dropout import DropoutEvent
 from uplink import Acked, RemoteBye, UplinkSender, Welcomed
 from uplink.spool import SpoolFull
 
-__all__ = ["UPDATE_INTERVAL_S", "BitrateChanged", "DenseKeyframes", "MediaUnit",
+__all__ = ["BitrateChanged", "DenseKeyframes", "MediaUnit",
            "SenderEvent", "SenderSession"]
 
 

@@ -4,11 +4,12 @@
 events, no real clock; ``now`` is passed to every core) and returns a ``RunResult``. It drives
 the very classes production runs, the way production drives them:
 
-- sender: ``uplink.UplinkSender`` + ``encoder.send_policy.SendPolicy`` + the ABR controller
-  (``encoder.abr.create``) asked every ``UPDATE_INTERVAL_S``, as ``encoder.client`` does: units
-  are pushed as the capture loop hands them over, the writer sends what the in-flight window
-  admits (a STATS message every ``STATS_INTERVAL_S``), ACKs go to the sender and the policy,
-  and the live edge jumps where the client would make it jump;
+- sender: ``encoder.sender_session.SenderSession`` (``uplink.UplinkSender``,
+  ``encoder.send_policy.SendPolicy``, the ABR controller from ``encoder.abr.create``, the
+  ``OverflowGate``), driven as ``encoder.client`` drives it: units are pushed as the capture
+  loop hands them over, the writer writes what ``transmit`` and ``stats`` give until
+  ``writer_idle``, every message from the relay goes to ``receive``, ``control`` runs every
+  ``UPDATE_INTERVAL_S``, and its bitrate and keyframe requests go to the encoder model;
 - relay: ``uplink.UplinkReceiver`` fed the delivered bytes in order, its ACKs sent back after
   every message and every ``relay.app.TICK_S`` with the playout level as the relay reports
   it, its events through ``relay.ingest_session.IngestSession`` (the core ``relay.stream``
@@ -64,11 +65,12 @@ The model, where there are no production classes:
   the same total fits before SpoolFull; past it new units are dropped as the client drops
   them, by the same ``encoder.spool_overflow.OverflowGate``).
 - **Connection.** The connection stays up through every outage. The real client gives up on a
-  connection after ``ACK_TIMEOUT_S`` (10 s) without an ACK and reconnects, resending what
-  was in flight; the simulator does not model that (nor the WebSocket handshake). It does
-  model the relay closing the connection on a protocol error (the client reconnects with its
-  backoff): ``notes`` counts them. The relay keeps one session; ``platform_sessions``
-  counts the sessions the ``OutputClock`` opens (a new one only after ``hold_s`` of slate).
+  connection after ``ACK_TIMEOUT_S`` (10 s) without an ACK (``SenderSession.ack_stalled``)
+  and reconnects, resending what was in flight; the simulator does not ask it (nor model the
+  WebSocket handshake). It does model the relay closing the connection on a protocol error
+  (the client reconnects with its backoff): ``notes`` counts them. The relay keeps one
+  session; ``platform_sessions`` counts the sessions the ``OutputClock`` opens (a new one
+  only after ``hold_s`` of slate).
 - **Platform.** What the relay outputs is what the platform shows (no platform-side player).
   The run is judged over ``[T0, T0 + duration_s)`` on the relay's output clock, T0 being when
   the playout buffer makes the first frame due. A moment is live while a fresh picture is
@@ -111,35 +113,29 @@ from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, create
 from encoder.av_encoder import AAC_FRAME_SAMPLES, AUDIO_TRACK_ID, VIDEO_TRACK_ID
 from encoder.capture import OUTAGE_KEYFRAME_S
 from encoder.frame_rate import FrameRateGovernor, default_floor_kbps
-from encoder.send_policy import SEND_BATCH_BYTES, STATS_INTERVAL_S, SendPolicy
+from encoder.sender_session import BitrateChanged, DenseKeyframes, SenderEvent, SenderSession
 from encoder.settings import (
     ACK_TIMEOUT_S,
     AUDIO_KBPS,
     AUDIO_SAMPLE_RATE,
     KEYFRAME_INTERVAL_S,
-    RECONNECT_FIRST_S,
-    RECONNECT_MAX_S,
     SPOOL_DISK_MB_DEFAULT,
     SPOOL_MEMORY_MB_DEFAULT,
 )
-from encoder.spool_overflow import OverflowGate
 from relay.app import TICK_S as RELAY_APP_TICK_S
 from relay.ingest_session import IngestSession, NewTimeline, PushUnit, RecordMedia
 from relay.output_clock import OutputClock
 from relay.playout import AccessUnit, PlayoutBuffer
 from relay.settings import FREEZE_MS_DEFAULT, HOLD_S_DEFAULT, OutputProfile
 from uplink import (
-    Acked,
     Codec,
     MediaReceived,
     ProtocolError,
     Spool,
-    SpoolFull,
     TrackConfig,
     TrackKind,
     UplinkReceiver,
     UplinkSender,
-    Welcomed,
 )
 from uplink.wire import MAX_MESSAGE_BYTES, MEDIA_HEADER_BYTES, MessageType
 
@@ -193,6 +189,11 @@ class SimUnit:
     dts: int
     capture_time_us: int
     size: int
+
+    @property
+    def payload(self) -> bytes:
+        """A payload of ``size`` zero bytes (what the sender spools and sends)."""
+        return bytes(self.size)
 
 
 def follow_kbps(produced_kbps: float, asked_kbps: float, fps: float) -> float:
@@ -390,18 +391,13 @@ class _Simulation:
         self.sender = UplinkSender(session_id=bytes(range(16)), spool=spool)
         for track in self.encoder.tracks(width, height):
             self.sender.add_track(track)
-        self.policy = SendPolicy(self.sender, VIDEO_TRACK_ID)
-        self.overflow = OverflowGate(VIDEO_TRACK_ID)
         self.abr = create(abr, AbrLimits(min_kbps=min_kbps, max_kbps=max_kbps,
                                          start_kbps=start_kbps, audio_kbps=AUDIO_KBPS))
-        self.target_kbps = start_kbps
+        self.session = SenderSession(self.sender, self.abr, VIDEO_TRACK_ID)
         self.switches = 0
-        self.live_jumps = 0
-        self.last_stats_s = -math.inf
         self.stream = _Stream()
         self.generation = 0  # connection number: bytes of an older one are discarded
         self.connected = False
-        self.backoff_s: float | None = None
 
         # relay side, as relay.stream and relay.pipeline build it
         self.receiver = UplinkReceiver(buffer_ms=buffer_ms, max_message_bytes=MAX_MESSAGE_BYTES)
@@ -439,83 +435,65 @@ class _Simulation:
     def _schedule(self, time_ms: float, kind: int, arg: int = 0) -> None:
         heapq.heappush(self.events, (time_ms, kind, arg))
 
-    # -- the client (encoder.client.UplinkClient, without asyncio) --------------------------
+    # -- the client (encoder.client.UplinkClient's glue, without asyncio) -------------------
+    # The decisions are encoder.sender_session.SenderSession's; this glue moves its messages
+    # into the byte stream and applies its requests to the encoder model. Dropout and
+    # spool-overflow events are reports only: nothing here logs them.
     def _connect(self, now_s: float) -> None:
         self.stream = _Stream()
-        self.sender.connection_made(now_s)
+        self.session.connection_made(now_s)
         self.receiver.connection_made(now_s)
         self.connected = True
         self._pump(now_s)
 
+    def _apply(self, events: list[SenderEvent], now_s: float) -> None:
+        """The client's ``_apply``, for the encoder model: bitrate and keyframe requests."""
+        for ev in events:
+            if isinstance(ev, BitrateChanged):
+                self.encoder.target_kbps = ev.kbps
+                if now_s <= self.duration_s:
+                    self.switches += 1
+            elif isinstance(ev, DenseKeyframes):
+                self.encoder.dense_keyframes = ev.on
+
     def _push(self, units: list[SimUnit], now_s: float) -> None:
-        for u in units:
-            if not self.overflow.admit(u.track_id, u.keyframe):
-                continue  # the spool is full: new units are dropped, held ones kept
-            try:
-                seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
-                                             u.capture_time_us, bytes(u.size), now_s)
-            except SpoolFull:
-                spool = self.sender.spool
-                self.overflow.on_full(u.track_id, now_s, spool.memory_bytes + spool.disk_bytes,
-                                      len(spool))
-                continue
-            self.overflow.on_stored(u.track_id, u.keyframe, now_s)
-            self.policy.note_unit(seq, u.track_id, u.keyframe, u.capture_time_us)
-            if u.track_id == VIDEO_TRACK_ID and u.keyframe:
-                self._jump()
+        self._apply(self.session.push(units, now_s, now_s), now_s)
         self._pump(now_s)
 
-    def _jump(self) -> None:
-        if self.policy.live_edge_jump() is not None:
-            self.live_jumps += 1
-
     def _pump(self, now_s: float) -> None:
-        """The client's writer: what the in-flight window admits, and STATS every second."""
+        """The client's writer: what the in-flight window admits, and STATS when due."""
         if not self.connected:
             return
-        sender = self.sender
+        session = self.session
         while True:
-            room = self.policy.window_room(self.target_kbps)
-            sent_any = False
-            if room > 0 or not sender.connected:
-                for data in sender.data_to_send(now_s, max_bytes=min(SEND_BATCH_BYTES,
-                                                                     max(1, room))):
-                    self.stream.write(data, _media_payload_bytes(data))
-                    sent_any = True
-            if now_s - self.last_stats_s >= STATS_INTERVAL_S and sender.connected:
-                data = sender.stats_message(now_s, self.target_kbps)
-                self.stream.write(data, 0)
-                self.last_stats_s = now_s
-            if (not sent_any or sender.unsent_bytes == 0
-                    or self.policy.window_room(self.target_kbps) <= 0 or not sender.connected):
+            messages = session.transmit(now_s)
+            for data in messages:
+                self.stream.write(data, _media_payload_bytes(data))
+            stats = session.stats(now_s)
+            if stats is not None:
+                self.stream.write(stats, 0)
+            if not messages or session.writer_idle:
                 break
         self._feed_uplink()
 
     def _control(self, now_s: float) -> None:
-        """The client's control task: ABR, dropout detector, dense keyframes, live edge."""
-        kbps = self.abr.update(self.policy.observe(self.target_kbps), now=now_s)
-        if kbps != self.target_kbps:
-            self.target_kbps = kbps
-            self.encoder.target_kbps = kbps
-            if now_s <= self.duration_s:
-                self.switches += 1
-        self.policy.poll(now_s)
-        self.encoder.dense_keyframes = self.policy.dense_keyframes or self.overflow.dropping
-        self._jump()
+        """The client's control task: the session's control tick."""
+        self._apply(self.session.control(now_s, now_s), now_s)
         i = self._bin(now_s)
         if i < self.n_bins:
-            self.target_sum[i] += self.target_kbps
+            self.target_sum[i] += self.session.target_kbps
             self.target_n[i] += 1
         self._pump(now_s)
 
     def _on_relay_message(self, data: bytes, now_s: float) -> None:
         """A message from the relay reached the sender."""
-        for ev in self.sender.receive(data, now_s):
-            if isinstance(ev, Welcomed):
-                self._jump()
-            elif isinstance(ev, Acked):
-                self.policy.on_ack(ev, now_s, now_s)
+        self._apply(self.session.receive(data, now_s, now_s), now_s)
         self._pump(now_s)
+
+    def _client_connection_lost(self, now_s: float) -> float:
+        """The connection went with an error: the client's wait before it reconnects."""
+        self._apply(self.session.connection_lost(now_s, now_s), now_s)
+        return self.session.reconnect_wait_s()
 
     # -- the link ---------------------------------------------------------------------------
     def _feed_uplink(self) -> None:
@@ -644,19 +622,15 @@ class _Simulation:
 
     def _protocol_error(self, now_s: float) -> None:
         """The relay closes the connection on a protocol error. The client reconnects after
-        its backoff (RECONNECT_FIRST_S doubling up to RECONNECT_MAX_S; like the client's, it
-        is never reset while the stream runs, as every connection ends in an error) plus the
-        close's trip and a round trip for the handshake. What was in flight on the old
-        connection is lost; the sender resends it."""
+        its backoff (``SenderSession.reconnect_wait_s``; never reset while the stream runs, as
+        every connection ends in an error) plus the close's trip and a round trip for the
+        handshake. What was in flight on the old connection is lost; the sender resends it."""
         self.protocol_errors += 1
         self.receiver.connection_lost(now_s)
-        self.sender.connection_lost(now_s)
-        self.policy.on_connection_lost(now_s)
+        backoff_s = self._client_connection_lost(now_s)
         self.connected = False
         self.generation += 1
-        self.backoff_s = (RECONNECT_FIRST_S if self.backoff_s is None
-                          else min(self.backoff_s * 2, RECONNECT_MAX_S))
-        self._schedule(self.now_ms + self.backoff_s * 1000
+        self._schedule(self.now_ms + backoff_s * 1000
                        + (1 + HANDSHAKE_ONE_WAY_TRIPS) * self.delay_ms, _CONNECT)
 
     def _relay_tick(self, now_s: float) -> None:
@@ -800,7 +774,7 @@ class _Simulation:
         notes = (f"simulated; connection kept up through outages (no {ACK_TIMEOUT_S:g} s "
                  f"ACK-timeout reconnect); platform_sessions counts the relay's on-air "
                  f"sessions (one per run unless slate outlasts hold_s={HOLD_S_DEFAULT:g} s); "
-                 f"live_jumps={self.live_jumps} protocol_error_reconnects="
+                 f"live_jumps={self.session.live_jumps} protocol_error_reconnects="
                  f"{self.protocol_errors} skipped_late_units={self.playout.skipped_late_units} "
                  f"frames_encoded={self.encoder.frames_encoded} "
                  f"backlog_at_end_bytes={self.sender.backlog_bytes} seed={self.seed}")

@@ -1,24 +1,27 @@
 """The uplink client: connects to the relay, adapts the bitrate, resumes after every drop,
 loses nothing.
 
-asyncio glue around the sans-I/O cores: the capture thread hands encoded units to the
-``UplinkSender``; a writer task sends what the sender says to send, keeping at most an
-in-flight window of unacknowledged bytes in the transport (so the kernel's socket buffers
-never hide a queue the sender could still reorder); a reader task feeds the relay's ACKs
-back; a control task asks the ABR controller for a bitrate every ``UPDATE_INTERVAL_S``,
-feeds the dropout detector, moves the live edge after a long outage, and shows the status.
+asyncio glue around one sans-I/O core, ``encoder.sender_session.SenderSession``, which makes
+every decision: the capture thread hands encoded units to it; a writer task sends what it
+says to send, keeping at most an in-flight window of unacknowledged bytes in the transport
+(so the kernel's socket buffers never hide a queue the sender could still reorder); a reader
+task feeds it the relay's messages; a control task runs its control tick every
+``UPDATE_INTERVAL_S`` (ABR, dropout detector, live edge) and shows the status. What it
+decides comes back as events that this module applies (``UplinkClient._apply``): log lines,
+the event log, the encoder's bitrate and keyframe requests, counters for the status line.
 
-A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S, with a
-plain reason (``_describe``), or after the relay's ``Retry-After`` when it throttles wrong
-credentials (HTTP 429, ``retry_after_s``); a refused publish (HTTP 401/403/404: unknown
-stream, wrong token) and a relay certificate that does not verify are fatal (``PublishRefused``,
-``RelayNotTrusted``) and reported in one line. A clean end (BYE sent, everything acked) is no
-outage. A full spool never ends the session: ``encoder.spool_overflow.OverflowGate`` drops new
-units only, what is held is still sent.
+A lost connection is retried after RECONNECT_FIRST_S, doubling to RECONNECT_MAX_S
+(``SenderSession.reconnect_wait_s``), with a plain reason (``_describe``), or after the
+relay's ``Retry-After`` when it throttles wrong credentials (HTTP 429, ``retry_after_s``); a
+refused publish (HTTP 401/403/404: unknown stream, wrong token) and a relay certificate that
+does not verify are fatal (``PublishRefused``, ``RelayNotTrusted``) and reported in one line.
+A clean end (BYE sent, everything acked) is no outage. A full spool never ends the session:
+``encoder.spool_overflow.OverflowGate`` drops new units only, what is held is still sent.
 
-The decisions (the in-flight window, the ABR's Observation, live edge first and dense
-keyframes during an outage) are made by ``encoder.send_policy.SendPolicy``, a sans-I/O class
-the benchmark's simulator drives too; this module feeds it, applies what it decides and logs.
+The session composes ``uplink.UplinkSender``, ``encoder.send_policy.SendPolicy`` (the
+in-flight window, the ABR's Observation, live edge first and dense keyframes during an
+outage), the ABR controller and the ``OverflowGate``; the benchmark's simulator drives the
+same ``SenderSession``.
 
 Live edge first: when the media still waiting for the relay is older than the relay's
 buffer (minus ``LIVE_ALLOWANCE_MS`` for the trip), it can no longer be shown live. The
@@ -45,26 +48,19 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, Observation, create
+from encoder.abr import UPDATE_INTERVAL_S, AbrController, AbrLimits, create
 from encoder.av_encoder import VIDEO_TRACK_ID, EncodedUnit
 from encoder.capture import CaptureLoop
 from encoder.relay_tls import RelayNotTrusted, tls_context, untrusted_reason
-from encoder.send_policy import SEND_BATCH_BYTES, STATS_INTERVAL_S, SendPolicy
-from encoder.settings import (
-    ACK_TIMEOUT_S,
-    AUDIO_KBPS,
-    FINAL_ACK_WAIT_S,
-    RECONNECT_FIRST_S,
-    RECONNECT_MAX_S,
-    RETRY_AFTER_MAX_S,
-    EncoderSettings,
-)
-from encoder.spool_overflow import OverflowEnded, OverflowEvent, OverflowGate, OverflowStarted
+from encoder.send_policy import LiveEdgeJump, SendPolicy
+from encoder.sender_session import BitrateChanged, DenseKeyframes, SenderEvent, SenderSession
+from encoder.settings import ACK_TIMEOUT_S, AUDIO_KBPS, RETRY_AFTER_MAX_S, EncoderSettings
+from encoder.spool_overflow import OverflowEnded, OverflowGate, OverflowStarted
 from encoder.status import SenderStatus, status_line
-from monitor.dropout import DropoutEnded, DropoutEvent, DropoutStarted
+from monitor.dropout import DropoutDetector, DropoutEnded, DropoutStarted
 from monitor.events import EventLog, iso_utc
-from uplink import Acked, ProtocolError, RemoteBye, UplinkSender, Welcomed
-from uplink.spool import Spool, SpoolFull
+from uplink import ProtocolError, RemoteBye, UplinkSender, Welcomed
+from uplink.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +116,19 @@ class _Rate:
 
 
 class UplinkClient:
+    """Glue between the websocket, the capture thread and ``SenderSession``: it moves bytes
+    and applies what the session decides (logs, event log, encoder requests, status)."""
+
     def __init__(self, settings: EncoderSettings, status_stream: TextIO | None = None) -> None:
         s = self.settings = settings
         self.spool = Spool(memory_limit_bytes=round(s.spool_memory_mb * MB),
                            disk_limit_bytes=round(s.spool_disk_mb * MB), directory=s.spool_dir)
-        self.sender = UplinkSender(spool=self.spool)
-        self.abr = create(s.abr, AbrLimits(min_kbps=s.min_kbps, max_kbps=s.max_kbps,
-                                           start_kbps=s.start_kbps, audio_kbps=AUDIO_KBPS))
-        self.target_kbps = s.start_kbps
+        self.session = SenderSession(
+            UplinkSender(spool=self.spool),
+            create(s.abr, AbrLimits(min_kbps=s.min_kbps, max_kbps=s.max_kbps,
+                                    start_kbps=s.start_kbps, audio_kbps=AUDIO_KBPS)),
+            VIDEO_TRACK_ID)
         self.events = EventLog(s.events_path)
-        self.policy = SendPolicy(self.sender, VIDEO_TRACK_ID)
-        self.detector = self.policy.detector
-        self.overflow = OverflowGate(VIDEO_TRACK_ID)
         self._accepting = True  # False once the session is over: late units are ignored
         self._ssl = tls_context(s)
         self._status_stream = status_stream if status_stream is not None else sys.stderr
@@ -144,60 +141,76 @@ class UplinkClient:
         self.connections = 0
         self.outages = 0
         self.outage_s_total = 0.0
-        self.live_jumps = 0
         self.capture: CaptureLoop | None = None
+
+    # the cores the session composes (for status and reports)
+    @property
+    def sender(self) -> UplinkSender:
+        return self.session.sender
+
+    @property
+    def abr(self) -> AbrController:
+        return self.session.abr
+
+    @property
+    def policy(self) -> SendPolicy:
+        return self.session.policy
+
+    @property
+    def detector(self) -> DropoutDetector:
+        return self.session.policy.detector
+
+    @property
+    def overflow(self) -> OverflowGate:
+        return self.session.overflow
+
+    @property
+    def target_kbps(self) -> int:
+        return self.session.target_kbps
+
+    @property
+    def live_jumps(self) -> int:
+        return self.session.live_jumps
 
     # --- from the capture thread (via call_soon_threadsafe) ------------------------------
     def _push(self, units: list[EncodedUnit]) -> None:
         if not self._accepting:
             return  # the capture thread's last units, after the session ended
-        now = time.monotonic()
-        for u in units:
-            if not self.overflow.admit(u.track_id, u.keyframe):
-                continue  # the spool is full: new units are dropped, held ones kept
-            try:
-                seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
-                                             u.capture_time_us, u.payload, now)
-            except SpoolFull:
-                self._overflow_events(self.overflow.on_full(
-                    u.track_id, time.time(), self.spool.memory_bytes + self.spool.disk_bytes,
-                    len(self.spool)))
-                continue
-            self._overflow_events(self.overflow.on_stored(u.track_id, u.keyframe, time.time()))
-            self.policy.note_unit(seq, u.track_id, u.keyframe, u.capture_time_us)
-            if u.track_id == VIDEO_TRACK_ID and u.keyframe:
-                self._maybe_jump_to_live()
+        self._apply(self.session.push(units, time.monotonic(), time.time()))
         self._wake.set()
 
     def _error(self, message: str) -> None:
         self._fatal = message
         self._wake.set()
 
-    # --- decisions --------------------------------------------------------------------------
-    def _maybe_jump_to_live(self) -> None:
-        """Move the live edge when older media can no longer be live (SendPolicy decides);
-        log and count the jump."""
-        jump = self.policy.live_edge_jump()
-        if jump is None:
-            return
-        log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
-                 "edge moves to seq %d; the rest follows as backfill",
-                 jump.lag_ms / 1000, jump.buffer_ms / 1000, jump.seq)
-        self.live_jumps += 1
-        self.events.write("live_edge_jump", stream=self.settings.stream, seq=jump.seq,
-                          lag_ms=jump.lag_ms)  # the lag that made it jump
-
-    def _window_room(self) -> int:
-        """Bytes the in-flight window still admits (<= 0: wait for ACKs)."""
-        return self.policy.window_room(self.target_kbps)
-
-    def _observe(self) -> Observation:
-        return self.policy.observe(self.target_kbps)
-
-    def _overflow_events(self, events: list[OverflowEvent]) -> None:
+    # --- applying the session's decisions ----------------------------------------------------
+    def _apply(self, events: list[SenderEvent]) -> bool:
+        """Log, record and carry out what the session decided; True if the relay ended the
+        session (BYE)."""
         s, name = self.settings, self.settings.stream
         for ev in events:
-            if isinstance(ev, OverflowStarted):
+            if isinstance(ev, BitrateChanged):
+                log.debug("abr %s: %d -> %d kbit/s (%s)", self.abr.name, ev.previous_kbps,
+                          ev.kbps, self.abr.describe())
+                if self.capture is not None:
+                    self.capture.set_target_kbps(ev.kbps)
+            elif isinstance(ev, DenseKeyframes):
+                if self.capture is not None:
+                    self.capture.set_dense_keyframes(ev.on)
+            elif isinstance(ev, LiveEdgeJump):
+                log.info("uplink: %.1f s of media is older than the relay's %.1f s buffer: live "
+                         "edge moves to seq %d; the rest follows as backfill",
+                         ev.lag_ms / 1000, ev.buffer_ms / 1000, ev.seq)
+                self.events.write("live_edge_jump", stream=name, seq=ev.seq,
+                                  lag_ms=ev.lag_ms)  # the lag that made it jump
+            elif isinstance(ev, Welcomed):
+                log.info("uplink: relay %s the session at seq %d (buffer %d ms)",
+                         "resumed" if ev.resumed else "started", ev.next_seq, ev.buffer_ms)
+                self._phase = "live"
+            elif isinstance(ev, RemoteBye):
+                log.info("uplink: relay ended the session: %s", ev.reason)
+                return True
+            elif isinstance(ev, OverflowStarted):
                 log.warning(
                     "uplink: spool full: %.1f MB (%d units) wait for the relay's "
                     "acknowledgement, the limit is --spool-memory-mb %g + --spool-disk-mb %g; "
@@ -208,8 +221,6 @@ class UplinkClient:
                                   held_bytes=ev.held_bytes,
                                   limit_bytes=self.spool.memory_limit_bytes
                                   + self.spool.disk_limit_bytes)
-                if self.capture is not None:  # resume soon after room comes back
-                    self.capture.set_dense_keyframes(True)
             elif isinstance(ev, OverflowEnded):
                 log.warning("uplink: spool has room again after %.1f s: new frames are sent "
                             "from this keyframe on; %d video frames (%d units) were dropped "
@@ -219,11 +230,7 @@ class UplinkClient:
                                   end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
                                   dropped_units=ev.dropped_units,
                                   dropped_video_frames=ev.dropped_video_frames)
-
-    def _dropout_events(self, events: list[DropoutEvent]) -> None:
-        name = self.settings.stream
-        for ev in events:
-            if isinstance(ev, DropoutStarted):
+            elif isinstance(ev, DropoutStarted):
                 log.warning("uplink: outage started (%s)", ev.cause.value)
                 self.events.write("uplink_dropout_started", stream=name, start=iso_utc(ev.start),
                                   cause=ev.cause.value)
@@ -235,6 +242,7 @@ class UplinkClient:
                 self.events.write("uplink_outage", stream=name, start=iso_utc(ev.start),
                                   end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
                                   cause=ev.cause.value)
+        return False
 
     def status(self) -> SenderStatus | None:
         """The latest snapshot (refreshed by the control task)."""
@@ -270,7 +278,7 @@ class UplinkClient:
             dropped_frames_total=self.overflow.dropped_video_frames_total)
 
     async def _control(self) -> None:
-        """ABR, dropout detector, live edge and status, every UPDATE_INTERVAL_S."""
+        """The session's control tick every UPDATE_INTERVAL_S, then the status."""
         s = self.settings
         tty = self._status_stream.isatty()
         interval = s.status_interval_s or (STATUS_TTY_INTERVAL_S if tty else
@@ -279,18 +287,7 @@ class UplinkClient:
         while True:
             await asyncio.sleep(UPDATE_INTERVAL_S)
             mono, wall = time.monotonic(), time.time()
-            kbps = self.abr.update(self._observe(), now=mono)
-            if kbps != self.target_kbps:
-                log.debug("abr %s: %d -> %d kbit/s (%s)", self.abr.name, self.target_kbps,
-                          kbps, self.abr.describe())
-                self.target_kbps = kbps
-                if self.capture is not None:
-                    self.capture.set_target_kbps(kbps)
-            self._dropout_events(self.policy.poll(wall))
-            if self.capture is not None:
-                self.capture.set_dense_keyframes(self.policy.dense_keyframes
-                                                 or self.overflow.dropping)
-            self._maybe_jump_to_live()
+            self._apply(self.session.control(mono, wall))
             self._status = self._snapshot(mono)
             if not s.quiet and mono >= next_status:
                 next_status = mono + interval
@@ -318,8 +315,7 @@ class UplinkClient:
         capture.start()
         capture_done = asyncio.ensure_future(asyncio.to_thread(capture.done.wait))
         control = asyncio.create_task(self._control())
-        backoff: float | None = None
-        final_deadline: float | None = None
+        session = self.session
         try:
             if self.settings.metrics_port is not None:
                 from encoder.metrics import serve_metrics
@@ -332,13 +328,11 @@ class UplinkClient:
                         raise RuntimeError(self._fatal)
                     if capture_done.done():
                         self._phase = "finishing"
-                        if final_deadline is None:
-                            final_deadline = time.monotonic() + FINAL_ACK_WAIT_S
-                        if self.sender.all_acked or time.monotonic() > final_deadline:
+                        if session.finished(time.monotonic()):
                             break
                     try:
                         await self._connect_and_stream(http, capture_done)
-                        backoff = None
+                        session.reset_backoff()
                         if capture_done.done() and self.sender.all_acked:
                             break
                     except (PublishRefused, RelayNotTrusted):
@@ -346,9 +340,7 @@ class UplinkClient:
                     except (TimeoutError, aiohttp.ClientError, OSError, ProtocolError) as exc:
                         if self._fatal:
                             raise RuntimeError(self._fatal) from exc
-                        backoff = RECONNECT_FIRST_S if backoff is None else min(
-                            backoff * 2, RECONNECT_MAX_S)
-                        wait_s = max(backoff, retry_after_s(exc) or 0.0)
+                        wait_s = session.reconnect_wait_s(retry_after_s(exc))
                         log.warning("uplink: %s; reconnecting in %.2f s",
                                     _describe(exc), wait_s)
                         await asyncio.sleep(wait_s)
@@ -359,7 +351,7 @@ class UplinkClient:
                 await control
             capture.stop()
             capture_done.cancel()
-            self._dropout_events(self.detector.stop(time.time()))
+            self._apply(session.stop(time.time()))
             if not self.settings.quiet and self._status_stream.isatty():
                 self._status_stream.write("\n")
             if capture.record_summary is not None:
@@ -397,7 +389,7 @@ class UplinkClient:
         self.connections += 1
         log.info("uplink: connected to %s (connection %d)", _safe_url(s.ingest_url),
                  self.connections)
-        self.sender.connection_made(time.monotonic())
+        self.session.connection_made(time.monotonic())
         reader = asyncio.create_task(self._read(ws))
         try:
             await self._write(ws, reader, capture_done)
@@ -405,8 +397,7 @@ class UplinkClient:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            self.sender.connection_lost(time.monotonic())
-            self._dropout_events(self.policy.on_connection_lost(time.time()))
+            self._apply(self.session.connection_lost(time.monotonic(), time.time()))
             if self._phase == "live":
                 self._phase = "connecting"
             if not ws.closed:
@@ -415,19 +406,8 @@ class UplinkClient:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
-                now = time.monotonic()
-                for ev in self.sender.receive(msg.data, now):
-                    if isinstance(ev, Welcomed):
-                        log.info("uplink: relay %s the session at seq %d (buffer %d ms)",
-                                 "resumed" if ev.resumed else "started", ev.next_seq,
-                                 ev.buffer_ms)
-                        self._phase = "live"
-                        self._maybe_jump_to_live()
-                    elif isinstance(ev, RemoteBye):
-                        log.info("uplink: relay ended the session: %s", ev.reason)
-                        return
-                    elif isinstance(ev, Acked):
-                        self._dropout_events(self.policy.on_ack(ev, now, time.time()))
+                if self._apply(self.session.receive(msg.data, time.monotonic(), time.time())):
+                    return  # the relay ended the session
                 self._wake.set()
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                               aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
@@ -436,9 +416,7 @@ class UplinkClient:
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None],
                      capture_done: asyncio.Future[Any]) -> None:
-        last_stats = 0.0
-        last_progress = time.monotonic()
-        last_acked = self.sender.acked_bytes_total
+        session = self.session
         while True:
             if reader.done():
                 reader.result()  # raises the reason the connection ended
@@ -446,29 +424,25 @@ class UplinkClient:
             if self._fatal:
                 raise ConnectionError(self._fatal)
             now = time.monotonic()
-            room = self._window_room()
-            if room > 0 or not self.sender.connected:
-                for data in self.sender.data_to_send(now, max_bytes=min(SEND_BATCH_BYTES,
-                                                                        max(1, room))):
-                    # a link that takes nothing for ACK_TIMEOUT_S is treated as dead
-                    await asyncio.wait_for(ws.send_bytes(data), ACK_TIMEOUT_S)
-            if now - last_stats >= STATS_INTERVAL_S and self.sender.connected:
-                await ws.send_bytes(self.sender.stats_message(now, self.target_kbps))
-                last_stats = now
-            if self.sender.acked_bytes_total != last_acked or self.sender.all_acked:
-                last_acked, last_progress = self.sender.acked_bytes_total, now
-            elif now - last_progress > ACK_TIMEOUT_S:
-                raise ConnectionError(f"no acknowledgement from the relay for {ACK_TIMEOUT_S:g} s")
-            if capture_done.done() and self.sender.all_acked and self.sender.connected:
-                await ws.send_bytes(self.sender.bye("encoder finished"))
+            for data in session.transmit(now):
+                # a link that takes nothing for ACK_TIMEOUT_S is treated as dead
+                await asyncio.wait_for(ws.send_bytes(data), ACK_TIMEOUT_S)
+            stats = session.stats(now)
+            if stats is not None:
+                await ws.send_bytes(stats)
+            stalled = session.ack_stalled(now)
+            if stalled is not None:
+                raise ConnectionError(stalled)
+            bye = session.bye() if capture_done.done() else None
+            if bye is not None:
+                await ws.send_bytes(bye)
                 # a clean end (BYE, everything acked) is no outage: disarm the detector
                 # before the connection goes
-                self._dropout_events(self.policy.on_clean_end(time.time()))
+                self._apply(session.clean_end(time.time()))
                 await ws.close()
                 return
             self._wake.clear()
-            if (self.sender.unsent_bytes == 0 or self._window_room() <= 0
-                    or not self.sender.connected):
+            if session.writer_idle:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.1)
 

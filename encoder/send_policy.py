@@ -1,7 +1,8 @@
 """The sender's send-side decisions, without I/O: `SendPolicy`.
 
-Shared by the uplink client (``encoder.client``, asyncio glue) and the benchmark's simulator
-(``benchmarks.sim``, a discrete-event loop), so both decide the same way. Nothing here reads a
+Composed by ``encoder.sender_session.SenderSession``, the one core the uplink client
+(``encoder.client``, asyncio glue) and the benchmark's simulator (``benchmarks.sim``, a
+discrete-event loop) both drive, so both decide the same way. Nothing here reads a
 clock or touches a socket: ``now`` comes in as an argument, decisions come out as values, and
 the caller logs them.
 

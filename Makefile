@@ -1,12 +1,13 @@
 # steadycast: `make demo` shows the whole thing over an emulated rural link in a minute,
 # `make run` starts the relay on the embedded default config,
-# `make test` installs everything the tests need and runs the whole suite.
+# `make test` installs everything the tests need and runs the whole suite,
+# `make test-fast` runs the unit tests only (tests/unit: no servers, no system packages).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo run test lint system-deps clean
+.PHONY: install demo run test test-fast lint system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ test: install system-deps
 	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor benchmarks tests
 	$(VENV)/bin/mypy
+
+test-fast: install
+	$(PY) -m pytest -q tests/unit
 
 lint: install
 	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor benchmarks tests

@@ -35,7 +35,7 @@ The model, where there are no production classes:
   the bitrate, at most the ceiling). The encoder's rate follows a new bitrate with a
   first-order lag (``follow_kbps``), faster down than up, as libx264 does (CBR/VBV mode, as
   ``encoder.av_encoder`` opens it). Down, ``VBV_TAU_DOWN_S`` = 0.5 s:
-  ``tests/test_av_encoder_rate.py`` measured 1500 -> 400 kbit/s below 0.8x the old rate in
+  ``tests/unit/test_av_encoder_rate.py`` measured 1500 -> 400 kbit/s below 0.8x the old rate in
   the first second and within 1.3x of the new one in the next. Up, ``VBV_TAU_UP_S`` = 1 s:
   at 640x360, 15 fps (the real benchmark's encoder), steps up by 2x reach about a third of
   the step in their first second and 60-70% by the third, and on a schedule of the

@@ -9,7 +9,7 @@ but only with VBV on, and in x264's plain ABR mode (bitrate below maxrate) its r
 aims at the average over the whole session so far, so a change barely shows for minutes.
 Opened in CBR mode (``bit_rate`` = maxrate at open, then lowered at once), x264's rate
 control forgets the past quickly and a new bitrate holds within about a second (measured:
-1500 -> 400 kbit/s settles in 1 to 1.5 s, tests/test_av_encoder_rate.py). maxrate and the
+1500 -> 400 kbit/s settles in 1 to 1.5 s, tests/unit/test_av_encoder_rate.py). maxrate and the
 VBV buffer stay as opened (PyAV cannot write rc_max_rate or rc_buffer_size after open).
 
 The VBV buffer is ``VBV_BUFFER_S`` at the ceiling (a quarter of a second: 1 s at a quarter

@@ -99,7 +99,7 @@ step (``THRESHOLD_MAX_STEP_MS``), the frame rate and packet size of the additive
 RTT before any sample (``DEFAULT_RTT_S``), and, with no R_hat yet, a beta cut of the
 estimate itself at most once per response time.
 
-**Behaviour to expect** (tests/test_abr_gcc.py): 8 %/s up on a free link; after a capacity
+**Behaviour to expect** (tests/unit/test_abr_gcc.py): 8 %/s up on a free link; after a capacity
 drop, detection within about a second and a cut to ~beta x the link rate; then the GCC
 saw-tooth: additive increase to a few % over the link, detection, cut. With 10 Hz feedback
 the queue built before detection is larger than in WebRTC, and gamma, pulled up by the trend

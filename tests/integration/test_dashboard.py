@@ -33,9 +33,9 @@ import aiohttp
 import pytest
 
 from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, MonitorStore
+from tests.integration.test_recording_disk_full_integration import fill, small_tmpfs
 from tests.relay_harness import start_encoder, start_relay, stop_process, write_relay_config
 from tests.support import TcpProxy, free_port, require_packages
-from tests.test_recording_disk_full_integration import fill, small_tmpfs
 
 pytestmark = pytest.mark.integration
 

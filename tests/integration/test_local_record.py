@@ -23,7 +23,7 @@ from encoder.local_record import LocalRecorder, RecordSummary
 from encoder.testpattern import TestPattern, ToneGenerator
 from tests.support import decode_errors, probe
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WIDTH, HEIGHT, FPS = 320, 180, 15
 SAMPLE_RATE = 48000
 RECORD_KBPS = 400
@@ -176,8 +176,9 @@ def test_flooded_recorder_drops_and_counts_frames_without_blocking(
 _CRASH_SCRIPT = """
 import os, signal, sys, time
 from pathlib import Path
-from tests.test_local_record import FPS, audio_for_frame, uplink_encoder, audio_extradata
-from tests.test_local_record import EPOCH_MS, HEIGHT, SAMPLE_RATE, WIDTH
+from tests.integration.test_local_record import FPS, audio_for_frame, uplink_encoder
+from tests.integration.test_local_record import audio_extradata
+from tests.integration.test_local_record import EPOCH_MS, HEIGHT, SAMPLE_RATE, WIDTH
 from encoder.local_record import LocalRecorder
 from encoder.testpattern import TestPattern, ToneGenerator
 

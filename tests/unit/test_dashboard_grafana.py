@@ -20,7 +20,7 @@ from encoder.metrics import SenderCollector
 from encoder.status import SenderStatus
 from monitor.metrics import RelayMetrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "configs" / "grafana-dashboard.json"
 DATASOURCE_UID = "${datasource}"
 

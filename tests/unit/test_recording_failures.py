@@ -21,7 +21,7 @@ from relay import recording
 from relay.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, load_checkpoint
 from relay.recording import Recorder
 from tests.relay_harness import frame_numbers
-from tests.test_recording_backfill import SESSION, as_media, encode_units
+from tests.unit.test_recording_backfill import SESSION, as_media, encode_units
 from uplink import TrackKind
 
 WAIT_S = 20.0  # generous: the machine is shared

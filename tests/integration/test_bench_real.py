@@ -117,7 +117,7 @@ def test_demo_link_prefers_the_shared_trace_and_falls_back_to_a_synthetic_one(
     assert "synthetic" in words
     assert 400 <= trace.mean_kbps(60) <= 1400
     assert synthetic_trace().opportunities_ms.tolist() == trace.opportunities_ms.tolist()
-    shared = Path(__file__).resolve().parents[2] / "shared" / "traces"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "traces"
     if (shared / "hsdpa" / "norway_bus_19").is_file():
         trace, words = pick_trace(None, None, shared=shared)
         assert "norway_bus_19 x0.5" in words

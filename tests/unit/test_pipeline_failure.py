@@ -21,7 +21,7 @@ from monitor.redact import REDACTOR
 from relay import transcode
 from relay.settings import OutputProfile, RelaySettings, StreamSettings
 from relay.stream import StreamRuntime
-from tests.test_recording_backfill import as_media, encode_units
+from tests.unit.test_recording_backfill import as_media, encode_units
 from uplink import Hello, UplinkReceiver, encode
 
 SESSION = b"P" * 16

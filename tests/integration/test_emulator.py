@@ -32,7 +32,7 @@ from benchmarks.emulator import LinkEmulator, LinkSpec, add_parser
 from benchmarks.traces import MTU_BYTES, Outage, Trace, load_trace
 from tests.support.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TMOBILE = REPO.parent / "shared" / "traces" / "mahimahi" / "TMobile-UMTS-driving.up"
 WINDOW_S = (1.0, 21.0)  # fidelity window, seconds after start (1 s for the queue to fill)
 TOLERANCE = 0.05

@@ -21,7 +21,7 @@ from steadycast.config import (
     resolve_secret,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "relay.toml"
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 TOKEN = "tok-SECRET-farm1-0123456789"

@@ -14,7 +14,7 @@ from benchmarks.oracle import floor_bound_interruption_s
 from benchmarks.outages import overlay_outages, unavoidable_interruption_s
 from benchmarks.traces import Outage, Trace
 
-TMOBILE = (Path(__file__).resolve().parents[2] / "shared" / "traces" / "mahimahi"
+TMOBILE = (Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi"
            / "TMobile-UMTS-driving.up")
 needs_shared = pytest.mark.skipif(not TMOBILE.exists(), reason="shared traces not present")
 

@@ -17,7 +17,7 @@ from benchmarks.outages import (
 )
 from benchmarks.traces import Outage, Trace, load_trace
 
-ATT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mahimahi" / "ATT-LTE-driving.up"
+ATT = Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi" / "ATT-LTE-driving.up"
 needs_shared = pytest.mark.skipif(not ATT.exists(), reason="shared traces not present")
 
 

@@ -35,6 +35,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.platform_viewer import read_frame_codes
 from monitor.events import read_events
+from tests.integration.test_ingest_connections_integration import metrics_text
+from tests.integration.test_relay_crash_integration import part_number
 from tests.relay_harness import (
     frame_numbers,
     frames_captured,
@@ -45,8 +47,6 @@ from tests.relay_harness import (
     write_relay_config,
 )
 from tests.support import NginxRtmp, free_port
-from tests.test_ingest_connections_integration import metrics_text
-from tests.test_relay_crash_integration import part_number
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from benchmarks.traces import (
     scale_trace,
 )
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 ATT = TRACES / "mahimahi" / "ATT-LTE-driving.up"
 TMOBILE = TRACES / "mahimahi" / "TMobile-UMTS-driving.up"
 BUS = TRACES / "hsdpa" / "norway_bus_1"

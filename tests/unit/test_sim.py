@@ -32,7 +32,7 @@ from benchmarks.traces import MTU_BYTES, Outage, Trace, load_trace
 from encoder.av_encoder import AUDIO_TRACK_ID, VIDEO_TRACK_ID
 from encoder.capture import OUTAGE_KEYFRAME_S
 
-SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+SHARED_TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 CONTROLLERS = ["steady", "belacoder", "obs", "gcc", "fixed"]
 FPS = 30
 
@@ -78,7 +78,7 @@ def test_encoder_model_keeps_the_target_with_keyframes_every_two_seconds() -> No
 
 
 def test_encoder_model_follows_a_new_bitrate_like_x264() -> None:
-    # the figures tests/test_av_encoder_rate.py measured on libx264: 1500 -> 400 kbit/s at
+    # the figures tests/unit/test_av_encoder_rate.py measured on libx264: 1500 -> 400 kbit/s at
     # 3.5 s is on its way down in the first second and at the new rate in the next
     model = EncoderModel(FPS, start_kbps=1500, max_kbps=2000, floor_kbps=100, seed=2)
     units = _encode(model, 8.0, change=(3.5, 400))

@@ -7,7 +7,7 @@ UplinkSender and UplinkReceiver driven together in memory, as in test_uplink_pro
 
 from __future__ import annotations
 
-from tests.test_uplink_protocol import (
+from tests.unit.test_uplink_protocol import (
     AUDIO,
     SESSION,
     VIDEO,

@@ -11,7 +11,7 @@ import pytest
 from benchmarks.trace_cli import add_parser, trace_stats
 from benchmarks.traces import load_trace
 
-ATT = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mahimahi" / "ATT-LTE-driving.up"
+ATT = Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi" / "ATT-LTE-driving.up"
 needs_shared = pytest.mark.skipif(not ATT.exists(), reason="shared traces not present")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

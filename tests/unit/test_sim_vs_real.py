@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.sim_vs_real import agreement, main
-from tests.test_bench_report import make_result
+from tests.unit.test_bench_report import make_result
 
 
 def test_agreement_holds_within_the_tolerances_and_scales_with_the_duration() -> None:

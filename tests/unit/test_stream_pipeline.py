@@ -1,7 +1,7 @@
 """A real `StreamPipeline` (decode, output clock, encode) with in-memory destinations.
 
 No network: the destination factory returns stand-ins that record what the pipeline starts,
-offers and stops. The media is a real H.264 + AAC encode (tests.test_recording_backfill).
+offers and stops. The media is a real H.264 + AAC encode (tests.unit.test_recording_backfill).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from relay.pipeline import StreamPipeline
 from relay.playout import AccessUnit
 from relay.settings import OutputProfile, StreamSettings
 from relay.transcode import OutPacket
-from tests.test_recording_backfill import encode_units
+from tests.unit.test_recording_backfill import encode_units
 from uplink import TrackKind
 
 PROFILE = OutputProfile(width=320, height=180, fps=30, video_kbps=300,

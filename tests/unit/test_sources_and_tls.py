@@ -17,7 +17,7 @@ from encoder.sources import FileSource, SourceError, open_source
 from relay.settings import TlsSettings
 from relay.tls import server_ssl_context
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _make_clip(path: Path, seconds: float = 1.0, fps: int = 10) -> None:

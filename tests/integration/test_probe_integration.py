@@ -197,7 +197,7 @@ def test_unauthorised_probes_are_refused_with_clear_errors(relay: RunningRelay) 
 
 
 def _valid_result() -> dict[str, Any]:
-    from tests.test_probe_analysis import VALID_RESULT
+    from tests.unit.test_probe_analysis import VALID_RESULT
 
     return json.loads(json.dumps(VALID_RESULT))
 

@@ -28,18 +28,20 @@ TRIM_GROWTH_BYTES = 8 * 1024 * 1024
 class TrimPolicy:
     """When to trim, from the resident set sizes read every `HEAP_TRIM_INTERVAL_S`.
 
-    Rule: trim when ``rss_bytes`` is at least ``growth_bytes`` above the baseline, the RSS
-    right after the last trim (or the first reading). A trim that frees nothing moves the
-    baseline up to the new level, so memory really in use is never trimmed again and again;
-    a reading below the baseline lowers it."""
+    Rule: the first reading always trims (the baseline is a trimmed heap, so what start-up
+    left free is not counted as in use); after that, trim when ``rss_bytes`` is at least
+    ``growth_bytes`` above the baseline, the RSS right after the last trim. A trim that frees
+    nothing moves the baseline up to the new level, so memory really in use is not trimmed
+    again and again; a reading below the baseline lowers it."""
 
     def __init__(self, growth_bytes: int = TRIM_GROWTH_BYTES) -> None:
         self.growth_bytes = growth_bytes
         self._baseline: int | None = None
 
     def should_trim(self, rss_bytes: int) -> bool:
-        if self._baseline is None or rss_bytes < self._baseline:
-            self._baseline = rss_bytes
+        if self._baseline is None:
+            return True
+        self._baseline = min(self._baseline, rss_bytes)
         return rss_bytes - self._baseline >= self.growth_bytes
 
     def trimmed(self, rss_after_bytes: int) -> None:

@@ -26,7 +26,7 @@ from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
 from relay import dashboard, probe
-from relay.heap_trim import HEAP_TRIM_INTERVAL_S, TrimPolicy, trim_if_grown
+from relay.heap_trim import HEAP_TRIM_INTERVAL_S, TrimPolicy, trim_if_due
 from relay.responses import (
     json_error,
     presented_token,
@@ -111,7 +111,7 @@ class Relay:
             await asyncio.sleep(TICK_S)
             if loop.time() >= next_trim:  # after a burst, the freed heap goes back to the OS
                 next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
-                await loop.run_in_executor(None, trim_if_grown, trim_policy)
+                await loop.run_in_executor(None, trim_if_due, trim_policy, loop.time())
             for s in self.streams.values():
                 try:
                     await s.tick()

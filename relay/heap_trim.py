@@ -6,9 +6,9 @@ one and one per thread that allocated) mapped, so the relay's resident set stays
 peak. ``malloc_trim(0)`` gives every whole free page back (``madvise``, glibc 2.8 and later).
 It walks the heap while holding its lock (well under 1 ms on a resting relay, ~20-150 ms on a
 heap of a million live small objects), so the relay does not trim on a timer alone:
-`TrimPolicy` asks for a trim when the resident set has grown ``TRIM_GROWTH_BYTES`` above what
-it was after the last one, checked every ``HEAP_TRIM_INTERVAL_S``, and the trim runs on a
-worker thread. The relay runs on glibc's allocator (``PYTHONMALLOC=malloc``, see
+`TrimPolicy` asks for one after growth, and at most every ``TRIM_MAX_INTERVAL_S`` while the
+resident set stays above its resting level (checked every ``HEAP_TRIM_INTERVAL_S``); the
+trim runs on a worker thread. The relay runs on glibc's allocator (``PYTHONMALLOC=malloc``, see
 ``steadycast.cli``) so that Python objects are in that heap too; on Python's own
 small-object arenas a trim does nothing (an arena goes back only when all its objects are
 gone). Where the C library is not glibc, `trim_heap` does nothing.
@@ -23,30 +23,43 @@ from collections.abc import Callable
 
 HEAP_TRIM_INTERVAL_S = 5.0
 TRIM_GROWTH_BYTES = 8 * 1024 * 1024
+TRIM_MAX_INTERVAL_S = 30.0
 
 
 class TrimPolicy:
-    """When to trim, from the resident set sizes read every `HEAP_TRIM_INTERVAL_S`.
+    """When to trim, from the resident set size read every `HEAP_TRIM_INTERVAL_S`.
 
-    Rule: the first reading always trims (the baseline is a trimmed heap, so what start-up
-    left free is not counted as in use); after that, trim when ``rss_bytes`` is at least
-    ``growth_bytes`` above the baseline, the RSS right after the last trim. A trim that frees
-    nothing moves the baseline up to the new level, so memory really in use is not trimmed
-    again and again; a reading below the baseline lowers it."""
+    Rules (``now`` in seconds, any monotonic clock):
+    - the first reading trims, so the resting level is measured on a trimmed heap;
+    - the RSS has grown ``growth_bytes`` above what the last trim left: trim (a burst);
+    - the RSS is ``growth_bytes`` above the resting level (the lowest any trim left) and the
+      last trim is ``max_interval_s`` old: trim (a burst that was in use at its trim has
+      ended since, or memory really is in use: then one trim every ``max_interval_s``).
+    So memory a burst freed goes back within ``max_interval_s`` of its end, and a relay at
+    rest is not trimmed at all."""
 
-    def __init__(self, growth_bytes: int = TRIM_GROWTH_BYTES) -> None:
+    def __init__(self, growth_bytes: int = TRIM_GROWTH_BYTES,
+                 max_interval_s: float = TRIM_MAX_INTERVAL_S) -> None:
         self.growth_bytes = growth_bytes
-        self._baseline: int | None = None
+        self.max_interval_s = max_interval_s
+        self._last_after: int | None = None
+        self._rest = 0
+        self._last_at = 0.0
 
-    def should_trim(self, rss_bytes: int) -> bool:
-        if self._baseline is None:
+    def should_trim(self, now: float, rss_bytes: int) -> bool:
+        if self._last_after is None:
             return True
-        self._baseline = min(self._baseline, rss_bytes)
-        return rss_bytes - self._baseline >= self.growth_bytes
+        if rss_bytes - self._last_after >= self.growth_bytes:
+            return True
+        return (rss_bytes - self._rest >= self.growth_bytes
+                and now - self._last_at >= self.max_interval_s)
 
-    def trimmed(self, rss_after_bytes: int) -> None:
-        """The trim is done; ``rss_after_bytes`` is the new baseline."""
-        self._baseline = rss_after_bytes
+    def trimmed(self, now: float, rss_after_bytes: int) -> None:
+        """The trim is done at ``now``; ``rss_after_bytes`` is what it left."""
+        self._rest = (rss_after_bytes if self._last_after is None
+                      else min(self._rest, rss_after_bytes))
+        self._last_after = rss_after_bytes
+        self._last_at = now
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -74,13 +87,13 @@ def resident_bytes() -> int:
         return 0
 
 
-def trim_if_grown(policy: TrimPolicy) -> bool:
+def trim_if_due(policy: TrimPolicy, now: float) -> bool:
     """Read the RSS, ask ``policy``, trim if it says so (on the calling thread); True if
     trimmed. Meant for a worker thread."""
-    if _MALLOC_TRIM is None or not policy.should_trim(resident_bytes()):
+    if _MALLOC_TRIM is None or not policy.should_trim(now, resident_bytes()):
         return False
     trim_heap()
-    policy.trimmed(resident_bytes())
+    policy.trimmed(now, resident_bytes())
     return True
 
 

@@ -31,16 +31,16 @@ def test_freed_heap_pages_are_returned() -> None:
 MIB = 1024 * 1024
 
 
-def test_the_policy_trims_after_growth_and_not_again_for_memory_in_use() -> None:
-    policy = TrimPolicy(growth_bytes=8 * MIB)
-    assert policy.should_trim(100 * MIB)  # the first reading trims: a trimmed baseline
-    policy.trimmed(99 * MIB)
-    assert not policy.should_trim(106 * MIB)
-    assert policy.should_trim(108 * MIB)  # a burst: trim
-    policy.trimmed(101 * MIB)  # it gave most back
-    assert not policy.should_trim(104 * MIB)
-    assert policy.should_trim(130 * MIB)
-    policy.trimmed(129 * MIB)  # memory in use: nothing came back
-    assert not policy.should_trim(130 * MIB)  # so it is not trimmed again and again
-    assert not policy.should_trim(90 * MIB)  # the load left: the baseline follows it down
-    assert policy.should_trim(98 * MIB)
+def test_the_policy_trims_after_growth_and_after_a_burst_that_was_in_use() -> None:
+    policy = TrimPolicy(growth_bytes=8 * MIB, max_interval_s=30)
+    assert policy.should_trim(0, 100 * MIB)  # the first reading trims: a trimmed rest level
+    policy.trimmed(0, 99 * MIB)
+    assert not policy.should_trim(5, 106 * MIB)
+    assert policy.should_trim(10, 108 * MIB)  # a burst: trim at once
+    policy.trimmed(10, 107 * MIB)  # still in use: little came back
+    assert not policy.should_trim(15, 110 * MIB)  # not again at every reading
+    assert not policy.should_trim(35, 110 * MIB)
+    assert policy.should_trim(40, 110 * MIB)  # 30 s on, still above the rest: once more
+    policy.trimmed(40, 100 * MIB)  # the burst had ended: its memory went back
+    assert not policy.should_trim(100, 104 * MIB)  # near the rest level: never
+    assert policy.should_trim(105, 108 * MIB)  # growth above the last trim: at once

@@ -42,8 +42,11 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.name == LOGGER and r.levelno == logging.WARNING]
 
 
-def strip_times(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in e.items() if k not in ("ts", "time")} for e in events]
+def logged(events: EventLog) -> list[dict[str, Any]]:
+    """The events in the log, without their write times."""
+    assert events.path is not None
+    return [{k: v for k, v in e.items() if k not in ("ts", "time")}
+            for e in read_events(events.path)]
 
 
 def dropouts_metric(metrics: RelayMetrics, stream: str, cause: str) -> float | None:
@@ -65,7 +68,7 @@ def test_ingest_dropout_start_and_end_reach_log_events_store_and_metrics(
 
     r.report([DropoutStarted(T0, DropoutCause.NO_DATA)])
     assert warnings(caplog) == ["stream farm1: ingest dropout started (no_data)"]
-    assert strip_times(read_events(events.path)) == [
+    assert logged(events) == [
         {"event": "ingest_dropout_started", "stream": "farm1", "start": iso_utc(T0),
          "cause": "no_data"}]
     (row,) = store.dropouts()
@@ -76,7 +79,7 @@ def test_ingest_dropout_start_and_end_reach_log_events_store_and_metrics(
     r.report([DropoutEnded(T0, T0 + 2.5, DropoutCause.CONNECTION_LOST)])
     assert warnings(caplog)[1:] == [
         "stream farm1: ingest dropout ended after 2.50 s (connection_lost)"]
-    assert strip_times(read_events(events.path))[1:] == [
+    assert logged(events)[1:] == [
         {"event": "ingest_outage", "stream": "farm1", "start": iso_utc(T0),
          "end": iso_utc(T0 + 2.5), "duration_s": 2.5, "cause": "connection_lost"}]
     (row,) = store.dropouts()
@@ -98,7 +101,7 @@ def test_ingest_low_throughput_start_and_end(
         "stream farm1: low throughput: 312 kbit/s arriving, the stream's bitrate is 1500 "
         "(below_target)",
         "stream farm1: low throughput ended after 7.5 s (below_target)"]
-    assert strip_times(read_events(events.path)) == [
+    assert logged(events) == [
         {"event": "ingest_low_throughput_started", "stream": "farm1", "start": iso_utc(T0),
          "cause": "below_target", "rate_kbps": 312, "reference_kbps": 1500},
         {"event": "ingest_low_throughput", "stream": "farm1", "start": iso_utc(T0),
@@ -119,7 +122,7 @@ def test_end_cause_replaces_the_cause_except_in_the_metric_label(
     r.report([DropoutStarted(T0, DropoutCause.NO_DATA)])
     r.report([DropoutEnded(T0, T0 + 1, DropoutCause.NO_DATA)], CAUSE_RELAY_STOPPED)
     assert warnings(caplog)[-1] == "stream farm1: ingest dropout ended after 1.00 s (relay_stopped)"
-    assert read_events(events.path)[-1]["cause"] == CAUSE_RELAY_STOPPED
+    assert logged(events)[-1]["cause"] == CAUSE_RELAY_STOPPED
     (row,) = store.dropouts()
     assert row.cause == CAUSE_RELAY_STOPPED
     assert dropouts_metric(metrics, "farm1", "no_data") == 1
@@ -138,7 +141,7 @@ def test_destination_logs_only_the_end_and_names_the_destination(
     r.report([DropoutEnded(T0, T0 + 3, DropoutCause.CONNECTION_LOST)])
     assert warnings(caplog) == ["destination farm1/yt: dropout ended after 3.00 s "
                                 "(connection_lost)"]
-    assert strip_times(read_events(events.path)) == [
+    assert logged(events) == [
         {"event": "destination_dropout_started", "stream": "farm1", "destination": "yt",
          "start": iso_utc(T0), "cause": "connection_lost"},
         {"event": "destination_outage", "stream": "farm1", "destination": "yt",
@@ -162,7 +165,7 @@ def test_uplink_without_store_or_metrics_keeps_its_tally(
                                 "uplink: outage ended after 1.50 s (connection_lost)",
                                 "uplink: outage started (no_data)",
                                 "uplink: outage ended after 0.50 s (no_data)"]
-    assert [e["event"] for e in read_events(events.path)] == [
+    assert [e["event"] for e in logged(events)] == [
         "uplink_dropout_started", "uplink_outage"] * 2
     assert (r.ended_count, r.ended_s_total) == (2, 2.0)
 
@@ -178,7 +181,7 @@ def test_a_failing_store_does_not_stop_the_log_the_events_or_the_metric(
               DropoutEnded(T0, T0 + 2, DropoutCause.NO_DATA)])
     assert warnings(caplog) == ["stream farm1: ingest dropout started (no_data)",
                                 "stream farm1: ingest dropout ended after 2.00 s (no_data)"]
-    assert [e["event"] for e in read_events(events.path)] == ["ingest_dropout_started",
+    assert [e["event"] for e in logged(events)] == ["ingest_dropout_started",
                                                              "ingest_outage"]
     assert dropouts_metric(metrics, "farm1", "no_data") == 1
     assert caplog.text.count("ingest dropout not kept in the monitor database") == 2

@@ -58,6 +58,7 @@ from encoder.settings import ACK_TIMEOUT_S, AUDIO_KBPS, RETRY_AFTER_MAX_S, Encod
 from encoder.spool_overflow import OverflowEnded, OverflowGate, OverflowStarted
 from encoder.status import SenderStatus, status_line
 from monitor.dropout import DropoutDetector, DropoutEnded, DropoutStarted
+from monitor.dropout_reporter import DropoutReporter, uplink_scope
 from monitor.events import EventLog, iso_utc
 from uplink import ProtocolError, RemoteBye, UplinkSender, Welcomed
 from uplink.spool import Spool
@@ -129,6 +130,7 @@ class UplinkClient:
                                     start_kbps=s.start_kbps, audio_kbps=AUDIO_KBPS)),
             VIDEO_TRACK_ID)
         self.events = EventLog(s.events_path)
+        self._dropouts = DropoutReporter(uplink_scope(s.stream), log, self.events)
         self._accepting = True  # False once the session is over: late units are ignored
         self._ssl = tls_context(s)
         self._status_stream = status_stream if status_stream is not None else sys.stderr
@@ -139,8 +141,6 @@ class UplinkClient:
         self._status: SenderStatus | None = None
         self._phase = "connecting"
         self.connections = 0
-        self.outages = 0
-        self.outage_s_total = 0.0
         self.capture: CaptureLoop | None = None
 
     # the cores the session composes (for status and reports)
@@ -159,6 +159,16 @@ class UplinkClient:
     @property
     def detector(self) -> DropoutDetector:
         return self.session.policy.detector
+
+    @property
+    def outages(self) -> int:
+        """Uplink outages ended so far."""
+        return self._dropouts.ended_count
+
+    @property
+    def outage_s_total(self) -> float:
+        """Their total length."""
+        return self._dropouts.ended_s_total
 
     @property
     def overflow(self) -> OverflowGate:
@@ -230,18 +240,8 @@ class UplinkClient:
                                   end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
                                   dropped_units=ev.dropped_units,
                                   dropped_video_frames=ev.dropped_video_frames)
-            elif isinstance(ev, DropoutStarted):
-                log.warning("uplink: outage started (%s)", ev.cause.value)
-                self.events.write("uplink_dropout_started", stream=name, start=iso_utc(ev.start),
-                                  cause=ev.cause.value)
-            elif isinstance(ev, DropoutEnded):
-                self.outages += 1
-                self.outage_s_total += ev.duration_s
-                log.warning("uplink: outage ended after %.2f s (%s)", ev.duration_s,
-                            ev.cause.value)
-                self.events.write("uplink_outage", stream=name, start=iso_utc(ev.start),
-                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
-                                  cause=ev.cause.value)
+            elif isinstance(ev, DropoutStarted | DropoutEnded):
+                self._dropouts.report([ev])
         return False
 
     def status(self) -> SenderStatus | None:

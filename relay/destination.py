@@ -41,11 +41,12 @@ from typing import Any
 
 import av
 
-from monitor.dropout import DropoutDetector, DropoutEnded, DropoutEvent, DropoutStarted
-from monitor.events import EventLog, iso_utc
+from monitor.dropout import DropoutDetector
+from monitor.dropout_reporter import DropoutReporter, destination_scope
+from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
-from monitor.store import KIND_DROPOUT, DropoutJournal, MonitorStore
+from monitor.store import MonitorStore
 from relay.flv_muxer import FlvMemoryMuxer
 from relay.platform_link import PlatformLink, client_ssl_context
 from relay.rtmp.publisher import Closed, PublishRefused, PublishStarted, RtmpPublisher
@@ -110,7 +111,8 @@ class Destination:
         self._labels = (stream, settings.name)
         # touched only by the destination's thread
         self.detector = DropoutDetector()
-        self._journal = DropoutJournal(store, stream, f"destination:{settings.name}")
+        self._dropouts = DropoutReporter(destination_scope(stream, settings.name), log, events,
+                                         store)
         self._last_write_s: float | None = None
         self._end_cause: str | None = None  # replaces the cause of a dropout open at stop
         self._thread = threading.Thread(target=self._run, name=f"dest-{stream}-{settings.name}",
@@ -167,26 +169,6 @@ class Destination:
         self.dropped_packets += n
         if self._metrics is not None and n:
             self._metrics.dest_dropped.labels(*self._labels).inc(n)
-
-    def _dropout_events(self, events: list[DropoutEvent], end_cause: str | None = None) -> None:
-        name = self.settings.name
-        for ev in events:
-            if isinstance(ev, DropoutStarted):
-                self._journal.started(KIND_DROPOUT, ev.cause.value, ev.start)
-                if self._events is not None:
-                    self._events.write("destination_dropout_started", stream=self.stream,
-                                       destination=name, start=iso_utc(ev.start),
-                                       cause=ev.cause.value)
-            elif isinstance(ev, DropoutEnded):
-                cause = end_cause or ev.cause.value
-                self._journal.ended(KIND_DROPOUT, ev.start, ev.end, cause)
-                log.warning("destination %s/%s: dropout ended after %.2f s (%s)", self.stream,
-                            name, ev.duration_s, cause)
-                if self._events is not None:
-                    self._events.write("destination_outage", stream=self.stream,
-                                       destination=name, start=iso_utc(ev.start),
-                                       end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
-                                       cause=cause)
 
     def _set_state(self, state: DestinationState) -> None:
         self.state = state
@@ -255,7 +237,7 @@ class Destination:
                 self.last_error = REDACTOR.scrub(
                     str(exc) if isinstance(exc, PublishFailed) else f"{type(exc).__name__}: {exc}")
                 # the platform has had nothing since the last write that went through
-                self._dropout_events(self.detector.on_connection_lost(
+                self._dropouts.report(self.detector.on_connection_lost(
                     self._last_write_s if self._last_write_s is not None else time.time()))
                 self._set_state(DestinationState.BACKOFF)
                 backoff = next_backoff_s(backoff, self.settings.retry_first_s,
@@ -277,7 +259,7 @@ class Destination:
             finally:
                 if link is not None:
                     link.close()
-        self._dropout_events(self.detector.stop(time.time()), self._end_cause)
+        self._dropouts.report(self.detector.stop(time.time()), self._end_cause)
         self._set_state(DestinationState.STOPPED)
 
     def _connect(self) -> tuple[PlatformLink | None, RtmpPublisher | None]:
@@ -344,7 +326,7 @@ class Destination:
                     self.packets_sent += 1
                     self.bytes_sent += len(pkt.data)
                     self._last_write_s = time.time()
-                    self._dropout_events(self.detector.on_media(self._last_write_s))
+                    self._dropouts.report(self.detector.on_media(self._last_write_s))
                 pkt = self._next_packet(idle)
             for tag in muxer.close():
                 pub.send_tag(tag)

@@ -22,23 +22,15 @@ from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from monitor.dropout import (
-    CAUSE_RELAY_STOPPED,
-    DropoutDetector,
-    DropoutEnded,
-    DropoutStarted,
-    LowThroughputDetector,
-    LowThroughputEnded,
-    LowThroughputStarted,
-)
-from monitor.events import EventLog, iso_utc
+from monitor.dropout import CAUSE_RELAY_STOPPED, DropoutDetector, LowThroughputDetector
+from monitor.dropout_reporter import DropoutReporter, ingest_scope
+from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
-from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, DropoutJournal, MonitorStore
+from monitor.store import MonitorStore
 from relay.checkpoint import CheckpointError, RecordingCheckpoint, checkpoint_path, load_checkpoint
 from relay.destination import Destination
 from relay.ingest_session import (
     ConfigureTrack,
-    DetectorEvent,
     EndOutput,
     IngestAction,
     IngestSession,
@@ -90,7 +82,7 @@ class StreamRuntime:
         self.session = IngestSession(
             DropoutDetector(threshold_s=relay.dropout_ms / 1000),
             LowThroughputDetector(share=relay.low_throughput_share, min_s=relay.low_throughput_s))
-        self.journal = DropoutJournal(store, settings.name, "ingest")
+        self.reporter = DropoutReporter(ingest_scope(settings.name), log, events, store, metrics)
         self.stopping = False  # the relay is shutting down: a lost connection is no dropout
         self.ws: web.WebSocketResponse | None = None
         self._conn_lock = asyncio.Lock()
@@ -99,7 +91,6 @@ class StreamRuntime:
         self.connected_since: float | None = None
         self.disconnected_at: float | None = None
         self.last_stats: dict[str, int] = {}
-        self.dropouts = 0
         self.connections = 0
         self._checkpoint_file = checkpoint_path(relay.state_dir, settings.name)
 
@@ -152,6 +143,11 @@ class StreamRuntime:
         if self.ws is not None and not self.session.in_dropout:
             return "live"
         return "reconnecting"
+
+    @property
+    def dropouts(self) -> int:
+        """Ingest dropouts ended so far."""
+        return self.reporter.ended_count
 
     def status(self) -> dict[str, Any]:
         r = self.receiver
@@ -254,7 +250,7 @@ class StreamRuntime:
                 self.disconnected_at = time.time()
                 self.metrics.ingest_connected.labels(self.settings.name).set(0)
                 if not self.ended and not self.stopping:
-                    self._report(self.session.connection_lost(time.time()))
+                    self.reporter.report(self.session.connection_lost(time.time()))
 
     async def _await_hello(self, ws: web.WebSocketResponse, peer: str) -> bytes | None:
         """The first message if it is a well-formed HELLO; otherwise the connection is
@@ -413,7 +409,7 @@ class StreamRuntime:
                 recorder.close(wait=False)
                 self.recorder = None
         else:
-            self._report([action])
+            self.reporter.report([action])
 
     def _ensure_outputs(self) -> None:
         if self.recorder is None and self.settings.record:
@@ -432,52 +428,13 @@ class StreamRuntime:
 
     def _stop_detectors(self, now: float, end_cause: str | None = None) -> None:
         """A clean end (or the relay stopping): close what is open, disarm both detectors."""
-        self._report(self.session.stop(now), end_cause)
-
-    def _report(self, events: list[DetectorEvent], end_cause: str | None = None) -> None:
-        """Log, event log, metrics and monitor store for the detectors' events; `end_cause`
-        replaces the cause an episode ends with (the relay stopping)."""
-        name = self.settings.name
-        for ev in events:
-            if isinstance(ev, DropoutStarted):
-                log.warning("stream %s: ingest dropout started (%s)", name, ev.cause.value)
-                self.events.write("ingest_dropout_started", stream=name, start=iso_utc(ev.start),
-                                  cause=ev.cause.value)
-                self.journal.started(KIND_DROPOUT, ev.cause.value, ev.start)
-            elif isinstance(ev, DropoutEnded):
-                cause = end_cause or ev.cause.value
-                self.dropouts += 1
-                self.metrics.dropouts.labels(name, ev.cause.value).inc()
-                self.metrics.dropout_seconds.labels(name).inc(ev.duration_s)
-                log.warning("stream %s: ingest dropout ended after %.2f s (%s)", name,
-                            ev.duration_s, cause)
-                self.events.write("ingest_outage", stream=name, start=iso_utc(ev.start),
-                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
-                                  cause=cause)
-                self.journal.ended(KIND_DROPOUT, ev.start, ev.end, cause)
-            elif isinstance(ev, LowThroughputStarted):
-                log.warning("stream %s: low throughput: %.0f kbit/s arriving, the stream's "
-                            "bitrate is %.0f (%s)", name, ev.rate_kbps, ev.reference_kbps,
-                            ev.cause.value)
-                self.events.write("ingest_low_throughput_started", stream=name,
-                                  start=iso_utc(ev.start), cause=ev.cause.value,
-                                  rate_kbps=round(ev.rate_kbps),
-                                  reference_kbps=round(ev.reference_kbps))
-                self.journal.started(KIND_LOW_THROUGHPUT, ev.cause.value, ev.start)
-            elif isinstance(ev, LowThroughputEnded):
-                cause = end_cause or ev.cause.value
-                log.warning("stream %s: low throughput ended after %.1f s (%s)", name,
-                            ev.duration_s, cause)
-                self.events.write("ingest_low_throughput", stream=name, start=iso_utc(ev.start),
-                                  end=iso_utc(ev.end), duration_s=round(ev.duration_s, 3),
-                                  cause=cause)
-                self.journal.ended(KIND_LOW_THROUGHPUT, ev.start, ev.end, cause)
+        self.reporter.report(self.session.stop(now), end_cause)
 
     # --- housekeeping, every TICK_S from the app -------------------------------------
     async def tick(self) -> None:
         now = time.time()
         if not self.stopping:
-            self._report(self.session.poll(now))
+            self.reporter.report(self.session.poll(now))
         await self._recorder_tick()
         r = self.receiver
         self.metrics.ingest_kbps.labels(self.settings.name).set(self._ingest_kbps())

@@ -2,12 +2,11 @@
 below the stream's floor bitrate.
 
 The issue's oracle, ``outages.unavoidable_interruption_s``, sums ``max(0, L - D)`` over the
-gaps without any capacity. It assumes the relay's buffer is full again before every outage
-and that any capacity at all carries the stream. Neither holds on a weak link: between
-outages close together (the T-Mobile drive has a dozen within 30 s) and where the capacity
-dips below the floor (the HSDPA traces at half scale stay at 170-240 kbit/s for tens of
-seconds, under 150 kbit/s video + 64 kbit/s audio), the buffer cannot refill, and a later
-outage or the dip itself interrupts the platform whatever the controller does.
+gaps without any capacity: it assumes the relay's buffer is full again before every outage
+and that any capacity at all carries the stream. This bound also counts what those miss:
+between outages close together, and where the capacity dips below the floor, the buffer
+cannot refill, and a later outage or the dip itself interrupts the platform whatever the
+controller does (docs/benchmarks.md gives the traces where it matters).
 
 This bound replays the link's delivery opportunities against a fluid sender that encodes
 exactly ``floor_kbps`` and is ideal in every other way:

@@ -13,18 +13,9 @@ outages are a second or two and many are fractions of a second, while a few run 
 stream start), outages never overlap, and those starting at or after the duration are dropped
 (the last one is truncated at the end).
 
-Defaults (``DEFAULT_OUTAGE_SPEC``), chosen for weak rural 3G/4G uplinks, where outages run
-from a fraction of a second to minutes (DESIGN.md):
-
-- ``gap=45``: one outage per ~48 s on top of the trace's own gaps. The recorded drives have
-  native gaps of >= 0.5 s about every 20 s (ATT 45 in 1012 s, T-Mobile 56 in 931 s), so the
-  overlay adds a comparable number of extra cuts;
-- ``len=4, alpha=1.5``: median ~1.2 s, about 13 % at the 0.2 s floor, 1.6 % beyond 30 s;
-  shape 1.5 is a heavy tail with a finite mean and infinite variance, as measured outage
-  durations tend to be;
-- ``max=60``: a minute, the longest an overlay outage may last. With the cap the realised mean
-  is about 3.3 s, so about 7 % of the time is cut by the overlay;
-- ``min=0.2``: shorter cuts are lost in the trace's own millisecond jitter.
+Defaults (``DEFAULT_OUTAGE_SPEC``), for weak rural 3G/4G uplinks (DESIGN.md): ``gap=45``,
+``len=4``, ``alpha=1.5``, ``max=60``, ``min=0.2``. docs/benchmarks.md ("Traces") says what
+they give and why they were chosen.
 """
 
 from __future__ import annotations

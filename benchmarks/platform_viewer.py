@@ -11,15 +11,9 @@ The test pattern draws a frame code (frame number + capture wall-clock time) int
   what the viewer experienced: fresh, frozen and slate frames, sessions, seconds of
   interruption, capture-to-viewer latency, and a per-second timeline for plots.
 
-Reading the code costs little: the decoder's luma plane is used in place (no colour
-conversion, no copy) and only the code band at the top is read. Measured on the shared
-2-core development machine, 640x360 H.264 at 30 fps from a file: decode alone 0.65 ms/frame,
-decode and code read from the luma plane 1.0-1.3 ms/frame, against 5.2 ms/frame with
-``to_ndarray(format="gray")`` (a full swscale conversion). Live, a viewer process watching a
-20 s push through nginx used 2.3 s of CPU for 600 frames (about 11 % of one core: its thread
-0.9 s, FFmpeg's decoder threads 1.2 s, the loopback forwarder 0.1 s) and kept up: latency
-stayed at 76 ms p50 / 81 ms p95, of which the viewer's part (publisher's mux to decoded
-frame) was about 1 ms; the rest was the publisher's own audio/video interleaving.
+The code is read from the decoder's luma plane in place (no colour conversion, no copy), and
+only the code band at the top; docs/benchmarks.md ("Measuring at the platform") gives the
+cost.
 """
 
 from __future__ import annotations

@@ -33,26 +33,17 @@ The model, where there are no production classes:
   the production frame-rate governor (``encoder.frame_rate``) exactly as
   ``encoder.capture.CaptureLoop`` applies it (k-th frames kept, the encoder asked for k times
   the bitrate, at most the ceiling). The encoder's rate follows a new bitrate with a
-  first-order lag (``follow_kbps``), faster down than up, as libx264 does (CBR/VBV mode, as
-  ``encoder.av_encoder`` opens it). Down, ``VBV_TAU_DOWN_S`` = 0.5 s:
-  ``tests/unit/test_av_encoder_rate.py`` measured 1500 -> 400 kbit/s below 0.8x the old rate in
-  the first second and within 1.3x of the new one in the next. Up, ``VBV_TAU_UP_S`` = 1 s:
-  at 640x360, 15 fps (the real benchmark's encoder), steps up by 2x reach about a third of
-  the step in their first second and 60-70% by the third, and on a schedule of the
-  controller's kind of moves (every 0.5-4 s) x264 made 97% of what it was asked; the
-  symmetric 0.5 s model made 103% of what x264 made, and the real pipeline delivered
-  0.06-0.1 less utilization than the simulator. Fitted on that schedule (2 s windows),
-  tau up 1-3 s are within 2% of each other. Against the real pipeline (``sim_vs_real``, two
-  mahimahi traces, two versions of ``steady``, four real runs), 1 s had the smaller error
-  (utilization within 0.01-0.07, interruption within 0.9 s; 1.5 s: within 0.005-0.09) and
-  0.5 s the larger (0.06-0.11). Frame sizes: a
-  keyframe is ``KEYFRAME_SIZE_RATIO`` (7, within the usual 6-8) P-frames, P-frames share the
-  rest of the budget, so every keyframe interval keeps its budget; each size carries seeded
-  lognormal noise (``FRAME_SIZE_SIGMA``, mean 1). Keyframes come every
-  ``KEYFRAME_INTERVAL_S`` x fps *encoded* frames (x264's keyint counts frames, so at 15 fps it
-  is 4 s) and are forced every ``OUTAGE_KEYFRAME_S`` while the ``SendPolicy`` says the uplink
-  is out, as the capture loop does (a forced IDR restarts the keyframe schedule). Audio: AAC
-  at ``AUDIO_KBPS`` in 1024-sample frames at ``AUDIO_SAMPLE_RATE``, produced with each video
+  first-order lag (``follow_kbps``), faster down (``VBV_TAU_DOWN_S``) than up
+  (``VBV_TAU_UP_S``), as libx264 does in the CBR/VBV mode ``encoder.av_encoder`` opens it in;
+  docs/benchmarks.md ("The simulator's encoder model") has the measurements behind both time
+  constants. Frame sizes: a keyframe is ``KEYFRAME_SIZE_RATIO`` (7, within the usual 6-8)
+  P-frames, P-frames share the rest of the budget, so every keyframe interval keeps its
+  budget; each size carries seeded lognormal noise (``FRAME_SIZE_SIGMA``, mean 1). Keyframes
+  come every ``KEYFRAME_INTERVAL_S`` x fps *encoded* frames (x264's keyint counts frames:
+  while the governor keeps every k-th frame they are k times further apart in time) and are
+  forced every ``OUTAGE_KEYFRAME_S`` while the ``SendPolicy`` says the uplink is out, as the
+  capture loop does (a forced IDR restarts the keyframe schedule). Audio: AAC at
+  ``AUDIO_KBPS`` in 1024-sample frames at ``AUDIO_SAMPLE_RATE``, produced with each video
   frame as the capture loop does.
 - **Transport.** The WebSocket over TCP is a byte stream: each message gets its WebSocket
   frame header (masked from the client) and the stream is cut into packets of at most
@@ -149,12 +140,8 @@ SPOOL_MB = 1024 * 1024
 OUTPUT_FPS = OutputProfile().fps  # the relay's output clock
 OUTPUT_AUDIO_SAMPLE_RATE = OutputProfile().audio_sample_rate
 END_MARGIN_S = 1.0  # simulated past the judged window so its last frames can show
-# The sender starts capturing this long after second 0 of the trace, as in the real pipeline:
-# benchmarks.real starts the emulator's trace clock right before launching the encoder, whose
-# first frame comes 1.0-1.2 s later (its runs report it). Starting at 0 would put the first
-# frames inside the initial gap many traces have (ATT-LTE-driving: 0.83 s), and the relay,
-# which anchors its output at the first unit's arrival, would give every simulated run ~1 s
-# more delay than a real one.
+# The sender starts capturing this long after second 0 of the trace, where the real
+# pipeline's encoder starts (benchmarks.real; docs/benchmarks.md, "The benchmark").
 SENDER_START_S = 1.0
 # the WebSocket connection is usable after the TCP handshake and the HTTP upgrade: two round
 # trips, four one-way delays (the handshake's few packets are not put through the trace)

@@ -13,10 +13,9 @@ every trace agrees, 1 when one does not, 2 for a usage error.
 
 The simulator runs ``--sim-seeds`` times (default ``SIM_SEEDS_DEFAULT``), with the same
 outage overlay and the encoder model's frame-size noise seeded ``seed``, ``seed + 1``, ...;
-the medians are compared with the real run. One seed is one sample of what the model
-predicts: on the ATT drive, five seeds span 13.8-15.6 s of interruption, as much as the
-tolerance, and the real pipeline has noise of its own (its frame sizes come from x264).
-The table shows the range beside the median, and results.json holds every run.
+the medians are compared with the real run (one seed is one sample of what the model
+predicts; docs/benchmarks.md gives the spread seen). The table shows the range beside the
+median, and results.json holds every run.
 
 Real runs take their full duration in real time (two 300 s runs: about 11 minutes), so this
 is a benchmark script, not a test. Run it on an otherwise idle machine: a CPU-starved relay

@@ -20,9 +20,8 @@ Three file formats are read (see ``load_trace``):
 
 Rate traces (cooked, csv) are turned into opportunities by ``rate_to_opportunities``.
 Every problem in a file raises ``TraceError`` naming the file, the line and the reason.
-Reading the 1012 s ATT trace (70 336 lines) takes about 10 ms: clean Mahimahi files take a
-vectorised path; anything else (comments, CRLF, errors) goes through the line-by-line
-reader that finds the exact line.
+Clean Mahimahi files take a vectorised path; anything else (comments, CRLF, errors) goes
+through the line-by-line reader that finds the exact line.
 """
 
 from __future__ import annotations

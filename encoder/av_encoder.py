@@ -6,23 +6,16 @@ the relay can start decoding at any keyframe and record to MPEG-TS as is.
 Changing the bitrate of the running encoder without a new keyframe (``set_kbps``): libx264,
 through FFmpeg, picks up a new ``bit_rate`` before the next frame (x264_encoder_reconfig),
 but only with VBV on, and in x264's plain ABR mode (bitrate below maxrate) its rate control
-aims at the average over the whole session so far, so a change barely shows for minutes.
-Opened in CBR mode (``bit_rate`` = maxrate at open, then lowered at once), x264's rate
-control forgets the past quickly and a new bitrate holds within about a second (measured:
-1500 -> 400 kbit/s settles in 1 to 1.5 s, tests/unit/test_av_encoder_rate.py). maxrate and the
-VBV buffer stay as opened (PyAV cannot write rc_max_rate or rc_buffer_size after open).
+aims at the average over the whole session so far. So the encoder is opened in CBR mode
+(``bit_rate`` = maxrate at open, then lowered at once), and a new bitrate holds within about
+a second (tests/unit/test_av_encoder_rate.py). maxrate and the VBV buffer stay as opened
+(PyAV cannot write rc_max_rate or rc_buffer_size after open).
 
-The VBV buffer is ``VBV_BUFFER_S`` at the ceiling (a quarter of a second: 1 s at a quarter
-of the ceiling), not a second of it. x264 lowered below maxrate aims at its average bitrate,
-and a buffer of a second at the 2500 kbit/s ceiling is 16 s at the 150 kbit/s floor: after a
-stretch where the picture needed less than the target, a drop of the target was followed by
-seconds at 3-4 times the new rate, paying back the shortfall (1000 -> 150 kbit/s at
-640x360: 560 and 620 kbit/s in the two seconds after it, 4.3 Mbit over the model's lag in a
-140 s schedule of steps) exactly when the link is failing. With the smaller buffer the two
-seconds after that drop carry 100-150 kbit/s, and the excess falls to 1.6 Mbit
-(``benchmarks/encoder_rate.py``). The price: at high bitrates keyframes come out smaller
-(keyframe/P-frame size 1.9 instead of 3.8 at 1500 kbit/s, 640x360), so the picture pulses a
-little at each keyframe.
+The VBV buffer is ``VBV_BUFFER_S`` at the ceiling bitrate (so 1 s at a quarter of the
+ceiling): small, so that after a stretch where the picture needed less than the target a
+drop of the target is not followed by seconds at several times the new rate, x264 paying
+back the shortfall while the link fails. The price: flatter keyframes at high bitrates.
+docs/encoder.md ("A small VBV buffer, so a drop stays a drop") has the measurements.
 
 x264 budgets bits per frame from the nominal frame rate, not from timestamps, so when the
 frame-rate governor keeps every k-th frame the encoder is asked for k times the bitrate.

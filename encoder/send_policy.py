@@ -12,8 +12,7 @@ The decisions:
   arrival rate x max(``INFLIGHT_MIN_S``, ``INFLIGHT_RTTS`` base RTTs)) unacknowledged in the
   transport, so the kernel's socket buffers never hold seconds of media the sender could
   still reorder. The base RTT is ``UplinkSender.min_rtt_s`` (the lowest sample of the last
-  minute): sized on the smoothed RTT, a queue in the network widened the window that let it
-  grow.
+  minute), not the smoothed RTT, which a queue in the network would widen.
 - **The ABR's view** (``observe``): the ``Observation`` built from the sender's counters and
   the ACK samples collected since the previous call (``on_ack``).
 - **Live edge first** (``live_edge_jump``): when the oldest unacknowledged live media is older
@@ -23,13 +22,11 @@ The decisions:
   forces. What it skipped follows as backfill.
 - **The relay's delay as the media sees it** (``effective_delay_ms``): the relay schedules
   media ``D`` after the *arrival* of the session's first unit (it cannot read the sender's
-  clock), so capture to output is ``D`` plus the start-up latency: about half a second in
-  the benchmark's T-Mobile and ATT runs, more on a link that starts in an outage. Measured
-  from every ACK as the relay's buffer level plus the age of the newest media it holds when the ACK
-  left (each error makes the sample smaller, never larger); the largest of the last
-  ``DELAY_WINDOW_S`` of samples, within ``[D, D + DELAY_EXTRA_MAX_MS]``. Judged against ``D``
-  alone, an outage a little shorter than the real delay threw away media the relay would still
-  have shown.
+  clock), so capture to output is ``D`` plus the start-up latency (docs/encoder.md, "The
+  delay the media gets"). Measured from every ACK as the relay's buffer level plus the age of
+  the newest media it holds when the ACK left (each error makes the sample smaller, never
+  larger); the largest of the last ``DELAY_WINDOW_S`` of samples, within ``[D, D +
+  DELAY_EXTRA_MAX_MS]``. The live-edge jump is judged against it.
 - **Dense keyframes during an outage** (``dense_keyframes``): while the uplink is out (the
   dropout detector saw no ACK progress for 0.5 s, or the connection dropped) the encoder
   forces a keyframe every ``encoder.capture.OUTAGE_KEYFRAME_S``, so such a keyframe is never

@@ -51,8 +51,8 @@ track then waits for a keyframe). When the buffered payload exceeds ``MAX_BUFFER
 or the buffer holds more than ``MAX_BUFFERED_UNITS`` units, the oldest units are dropped
 (``dropped_overflow_units``). The count bound stops tiny units, whose Python objects cost
 far more than their payload, from growing the relay; the time bound stops them from being
-held long: an ended stream plays out what is buffered, and without it a sender that pushed
-50 000 units of 1/30 s ahead kept them (and the pipeline) for 28 minutes (issue 13, fault 5).
+held long (an ended stream plays out what is buffered; docs/relay.md, "Memory under hostile
+input").
 When a unit dropped from the buffer is video, its track's output skips ahead to the next
 buffered keyframe.
 """

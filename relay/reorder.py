@@ -5,9 +5,8 @@ and the older media later, flagged backfill. The archive wants seq order, so uni
 above a gap are held back until the gap is filled. A held unit goes to a `Spool` (memory,
 then a spill file) whole: its fields packed in front of its payload (`HELD_HEADER`), so a gap
 of minutes costs bounded memory and a held unit costs the spool's entry alone (no `Media`
-object and no separate index: the spool's keys are the held seqs). Tens of thousands of
-small objects held for a gap would leave the allocator's arenas fragmented after they go
-(issue 13, fault 5: the relay's RSS returns to its start after the gap attack).
+object and no separate index: the spool's keys are the held seqs), so a gap does not leave
+tens of thousands of small objects behind (docs/relay.md, "Memory under hostile input").
 
 Rules:
 - The first unit of a session starts the expected seq at its own seq, or lower when the

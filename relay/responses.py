@@ -9,7 +9,7 @@ Tokens are compared as bytes: aiohttp decodes header bytes that are not UTF-8 as
 surrogates (``surrogateescape``), which ``str.encode()`` refuses, and
 ``hmac.compare_digest`` on ``str`` refuses anything but ASCII; encoding both sides with
 ``surrogateescape`` gives back the bytes the client sent, so any presented token is simply
-right or wrong (fault 8 of issue 13: a latin-1 byte in a Bearer token was an HTTP 500).
+right or wrong, never an error of the server.
 """
 
 from __future__ import annotations

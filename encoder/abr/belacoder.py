@@ -1,14 +1,13 @@
 """``belacoder``: BELABOX's RTT + send-buffer bitrate control, as a baseline on our uplink.
 
 belacoder (github.com/BELABOX/belacoder, GPL) is the encoder of the BELABOX bonded-4G IRL kit.
-Its README says the video bitrate "is automatically reduced on-the-fly to match the speed of the
-network connection", between a minimum and a maximum. This module re-implements the *published
-rules* of that control loop; no belacoder source file was read or copied. The rules and constants
-come from the algorithm description in the documentation of a maintained fork, CERALIVE/ceracoder
-(forked from irlserver/belacoder, itself a fork of BELABOX/belacoder), ``docs/bitrate-control.md``
-(sections "Adaptive Algorithm Details", "Smoothing Constants", "Thresholds", "Decision Logic",
-"Constants Summary"). It describes the default ``adaptive`` balancer, which the fork moved out
-of belacoder.c with "no functional changes" (its PR #7).
+This module re-implements the *published rules* of its control loop; no belacoder source was
+read or copied. Source: the documentation of the maintained fork CERALIVE/ceracoder (a fork of
+irlserver/belacoder, itself a fork of BELABOX/belacoder), ``docs/bitrate-control.md``, sections
+"Adaptive Algorithm Details", "Smoothing Constants", "Thresholds", "Decision Logic" and
+"Constants Summary", which describe the default ``adaptive`` balancer (moved out of
+belacoder.c with "no functional changes", the fork's PR #7). docs/encoder.md ("The baselines
+on our uplink") gives the reasons for the mapping and the adaptations below.
 
 Published rules (belacoder polls SRT every 20 ms; ``bs`` = send-buffer size in packets, ``rtt``
 in ms, ``latency`` = the SRT latency):
@@ -34,39 +33,31 @@ in ms, ``latency`` = the SRT latency):
   The bitrate is clamped to min..max and handed to the encoder rounded down to 100 kbit/s; the
   unrounded value is kept for the next step.
 
-Mapping to our uplink (a reliable WebSocket/TCP link with our own ACKs, not SRT):
+Mapping onto our uplink (a reliable WebSocket/TCP link with our own ACKs, not SRT):
 
 - SRT send buffer (``SRTO_SNDDATA``: packets held until the receiver ACKs them) ->
-  ``obs.backlog_bytes`` (payload not yet acknowledged: unsent + in flight) in units of
-  ``SRT_PAYLOAD_BYTES`` (1316, SRT's live-mode payload), so the packet thresholds keep their size.
-- SRT RTT (``msRTT``, smoothed from ACK/ACKACK with gain 1/8) -> ``obs.srtt_s`` (smoothed from our
-  ACK samples with the same gain; it includes up to 0.1 s of relay ACK delay). Before the first
-  sample (``None``) there is no RTT: SRT then reports a placeholder that belacoder ignores, so
-  the RTT rules neither decrease nor allow an increase. The per-ACK samples in ``obs.acks`` are
-  not used on their own: SRT's figure is already smoothed.
-- SRT send rate (``mbpsSendRate``, retransmissions included) -> growth of
-  ``obs.sent_bytes_total`` per second (also retransmissions included).
-- SRT latency -> ``latency_ms`` (default 2000 ms, belacoder's default SRT latency). Its analogue
-  is the relay's playout buffer; its configured size is not in the Observation, so it is a
-  constructor argument.
-- Disconnected: belacoder has no such state (its SRT socket times out after 6 s without ACKs
-  and the process exits); here the rules simply keep running: the backlog grows while
-  disconnected, which drives the bitrate down, and the RTT is the last one measured. That stale
-  RTT looks low and steady to rule 4, so during an outage a rise may come between two
-  buffer-driven decreases (as with SRT's stale RTT); the next decrease undoes it.
+  ``obs.backlog_bytes`` (unsent + in flight) in units of ``SRT_PAYLOAD_BYTES`` (SRT's
+  live-mode payload), so the packet thresholds keep their size.
+- SRT RTT (``msRTT``, smoothed with gain 1/8) -> ``obs.srtt_s`` (the same gain over our ACK
+  samples; it includes up to 0.1 s of the relay's ACK delay). Before the first sample there
+  is no RTT: the RTT rules neither decrease nor allow an increase.
+- SRT send rate (``mbpsSendRate``) -> growth of ``obs.sent_bytes_total`` per second (both
+  count retransmissions).
+- SRT latency -> ``latency_ms`` (constructor argument, default ``DEFAULT_LATENCY_MS``,
+  belacoder's default SRT latency); its analogue is the relay's playout buffer.
+- Disconnected: belacoder has no such state; the rules keep running on the growing backlog
+  and the last RTT measured.
 
-Adaptations and guesses (documented where the description is silent or our loop differs):
+Adaptations (where the description is silent or our loop differs):
 
-- Time base: we are called every 0.1 s, not every 20 ms. Every per-sample factor is applied per
-  ``TICK_S`` of elapsed time (``0.99 ** (dt / 20 ms)``), so time constants are kept; the RTT
-  change rate is divided by the ticks elapsed (it is a per-20 ms rate). The jitters are *not*
-  divided: the send buffer and the RTT move in steps (a frame, an ACK), which land whole in one
-  sample at either poll rate. Waiting times are compared with a 1 us tolerance, so at our period
-  the 250 ms fast-decrease wait becomes 0.3 s; 200 and 500 ms are exact.
-- ``rtt_avg`` and the send-rate average start at their first measurement (the description
-  gives no starting value; starting at 0 would trip the decrease rules for seconds). Until a
-  send rate is known, ``bs_th2`` is not capped. The bitrate starts at ``limits.start_kbps``.
-- Thresholds are kept as floats (the description computes them as integers: < 1 unit apart).
+- Called every ``UPDATE_INTERVAL_S``, not every ``TICK_S``: every per-sample factor is
+  applied per ``TICK_S`` of elapsed time (``0.99 ** (dt / 20 ms)``) and the RTT change rate
+  is divided by the ticks elapsed; the jitters are not divided. Waits are compared with a
+  1 us tolerance, so at our period the 250 ms wait after a fast decrease is 0.3 s (200 and
+  500 ms are exact).
+- ``rtt_avg`` and the send-rate average start at their first measurement; until a send rate
+  is known ``bs_th2`` is not capped; the bitrate starts at ``limits.start_kbps``.
+- Thresholds are floats (the description computes them as integers: < 1 unit apart).
 """
 
 from __future__ import annotations

@@ -50,44 +50,33 @@ The pipeline, one stage per section, run on every ACK sample with an RTT:
    ``MAX_RATE_OVER_INCOMING`` x R_hat.
 
 **Mapping to our observations.** [GCC] measures one-way delay variation from the receiver's
-arrival timestamps; our relay sends none. What the sender has is each ACK sample: the send
-time ``sent_at`` of the newest media the ACK covered and the time ``acked_at`` the ACK came
-back. So T(i) = ``sent_at`` and t(i) = ``acked_at``, and d(i) is the change in round-trip time
-between groups: forward queueing, plus return-path queueing (a congested downlink looks like
-over-use: a known limitation), plus the relay's ACK delay (it ACKs every 100 ms or every 32
-media messages, so a few tens of ms of jitter). With about ten ACKs a second the groups are
-~100 ms apart instead of a few ms, so the 20-sample trendline window spans about 2 s and
-detection takes ~0.3-1 s rather than ~0.1 s; burst grouping mostly matters for the ACK burst
-after a stall.
+arrival timestamps; our relay sends none. Each ACK sample gives the send time ``sent_at`` of
+the newest media the ACK covered and the time ``acked_at`` the ACK came back: T(i) =
+``sent_at`` and t(i) = ``acked_at``, so d(i) is the change in round-trip time between groups
+(forward queueing, plus return-path queueing: a congested downlink looks like over-use, plus
+the relay's ACK delay).
 
-One addition for TCP (ours, not in [GCC]): the uplink is a TCP stream, and when TCP cannot
-take more, media waits in the sender's queue before ``sent_at``, out of reach of an RTT
-measurement; in WebRTC the pacer's queue is kept short by pacing faster than the estimate,
-ours is not. So with ``count_sender_queue`` (default) the departure time of a sample is the
-time its media entered the sender's queue, T(i) = ``sent_at`` - (the unsent wait
-``unsent_ms`` seen at ``sent_at``): a growing sender queue then reads as growing delay like
-a growing network queue. With no sender queue (the normal case) this is exactly ``sent_at``.
+One addition for TCP (ours, not in [GCC]): with ``count_sender_queue`` (default) the
+departure time of a sample is the time its media entered the sender's queue, T(i) =
+``sent_at`` - (the unsent wait ``unsent_ms`` seen at ``sent_at``), so a growing sender queue
+reads as growing delay like a growing network queue. With no sender queue this is exactly
+``sent_at``.
 
 R_hat ([GCC] 5.5, "incoming bitrate") is the relay-acknowledged payload per second over the
-ACKs of the last ``RATE_WINDOW_S``, i.e. the receiver's incoming rate seen one return trip
-late. It is measured between ACK arrivals (bytes of all but the oldest ACK in the window over
-the time from the oldest to the newest), so the ACKs' ~100 ms granularity does not add
-+-10 % of noise; it is unknown until the ACKs span ``RATE_WINDOW_MIN_S``.
+ACKs of the last ``RATE_WINDOW_S`` (the receiver's incoming rate seen one return trip late),
+measured between ACK arrivals: the bytes of all but the oldest ACK in the window over the time
+from the oldest to the newest. It is unknown until the ACKs span ``RATE_WINDOW_MIN_S``.
 
 **Loss-based control** ([GCC] section 6) is not implemented: over TCP the sender never sees a
-loss (TCP retransmits; loss shows up as delay, which the delay-based part already reads), so
-its input, the fraction lost from RTCP receiver reports, has no meaning here.
+loss (it shows up as delay, which the delay-based part reads).
 
 **No feedback.** With the transport down (``connected`` False) or no ACK for
-``FEEDBACK_HOLD_S``, GCC receives no feedback and its rate controller holds ("hold"). Without
-feedback the delay signal is absent, not "normal": the queue may be growing unseen. So (our
-choice) when ACKs have been missing for ``STARVED_OVERUSE_S`` while the backlog (unACKed
-bytes) keeps growing, that is treated as over-use ("starved"): the estimate is cut by beta
-once per ``STARVED_OVERUSE_S`` of silence. The cut is from the estimate, not from R_hat: with
-no ACKs R_hat falls towards zero and beta x R_hat would drop to the floor on the first stall.
-A backlog that is not growing (nothing to send) just holds. On reconnect the delay pipeline
-and the rate window start afresh (a new connection has its own base RTT); the estimate and
-the average max bitrate are kept.
+``FEEDBACK_HOLD_S``, the rate controller holds ("hold"). Our choice: when ACKs have been
+missing for ``STARVED_OVERUSE_S`` while the backlog (unACKed bytes) keeps growing, that is
+over-use ("starved"): the estimate (not R_hat, which falls towards zero without ACKs) is cut
+by beta once per ``STARVED_OVERUSE_S`` of silence. A backlog that is not growing just holds.
+On reconnect the delay pipeline and the rate window start afresh; the estimate and the
+average max bitrate are kept.
 
 Guessed (not given by the sources): the smoothing of the average max bitrate and its
 variance (``CONVERGENCE_EWMA_GAIN``), a floor on its standard deviation
@@ -99,13 +88,8 @@ step (``THRESHOLD_MAX_STEP_MS``), the frame rate and packet size of the additive
 RTT before any sample (``DEFAULT_RTT_S``), and, with no R_hat yet, a beta cut of the
 estimate itself at most once per response time.
 
-**Behaviour to expect** (tests/unit/test_abr_gcc.py): 8 %/s up on a free link; after a capacity
-drop, detection within about a second and a cut to ~beta x the link rate; then the GCC
-saw-tooth: additive increase to a few % over the link, detection, cut. With 10 Hz feedback
-the queue built before detection is larger than in WebRTC, and gamma, pulled up by the trend
-of that queue (K_u x 100 ms = 1 per ACK), decays only with K_d (time constant ~5.5 s), so
-the under-use that would hold the rate while the queue drains is often not seen: a large
-drop can leave a queue that drains only slowly (seconds).
+docs/encoder.md ("The baselines on our uplink") gives the reasons for the mapping and the
+behaviour to expect on our ACKs (tests/unit/test_abr_gcc.py).
 """
 
 from __future__ import annotations

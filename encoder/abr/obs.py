@@ -1,62 +1,37 @@
 """``obs``: OBS Studio's dynamic bitrate, as a baseline on our uplink.
 
-OBS Studio (GPL) has an option under Settings -> Advanced -> Network, "Dynamically change
-bitrate when dropping frames while streaming" (OBS 27 release notes; since renamed "Dynamically
-change bitrate to manage congestion (Beta)", per obsproject/obs-studio PR #12097). It acts on
-OBS's RTMP output: when encoded packets queue up waiting for the socket it lowers the video
-bitrate to what the connection is measured to carry, then raises it again step by step. This
-module re-implements the *published rules*, written from descriptions, not from OBS's code
-(nothing was copied; the only code seen, in search results, was a few constant definitions -
-a 4 s increase timer in newer versions, 30 s in older ones, a 200 ms trigger - which agree with
-these rules). The rules are those given in our issue for the OBS 27 behaviour, with the public
-descriptions below:
+OBS Studio's "Dynamically change bitrate when dropping frames while streaming" (OBS 27 release
+notes; "Dynamically change bitrate to manage congestion (Beta)" since obsproject/obs-studio PR
+#12097), re-implemented from its published rules, not from OBS's (GPL) code. Sources: the rules
+our issue gives for OBS 27; the 200 ms trigger and the step of 10 % of the original bitrate
+also in stream-labs/obs-studio PR #175 (which raises that step to 20 %); the first interval,
+30 s, in obsproject/obs-studio PR #6173; the climb back to the starting bitrate in
+obsproject/obs-studio issue #12235. docs/encoder.md ("The baselines on our uplink") gives the
+reasons for the readings and the mapping below.
 
-1. **Congestion**: at least ``CONGESTION_UNSENT_MS`` (200 ms) of encoded media waits unsent. (The
-   200 ms trigger on "the time of the buffered encoder packets waiting to be sent" is also
-   described in the Streamlabs fork's PR stream-labs/obs-studio #175, which starts from it.)
-2. **Drop**: on congestion, the bitrate drops to the measured send rate - the rate at which
-   bytes actually left - if that is lower than the bitrate now (it is a drop, never a raise).
-3. **Recover**: while not congested, every ``RECOVER_INTERVAL_S`` (4 s) after the last change
-   the bitrate rises by ``RECOVER_STEP_SHARE`` (10 %) of the *original* bitrate. (The interval
-   has changed between OBS versions: obsproject/obs-studio PR #6173 describes the first one as
-   30 s; 4 s is the value our issue gives.)
-4. **Ceiling**: never above the original bitrate, the one the user configured (OBS returns to
-   it; obsproject/obs-studio issue #12235 describes the recovery climbing back to the bitrate
-   the stream started with). Ours is ``limits.start_kbps``; ``limits.min_kbps`` is the floor.
-5. **Disconnected**: the bitrate is held (OBS's reconnect keeps the encoder running).
+Rules, at each update:
 
-Readings (where the rules leave a choice):
+1. **Congestion**: at least ``CONGESTION_UNSENT_MS`` of encoded media waits unsent.
+2. **Drop**: on congestion, the bitrate drops to the measured send rate minus ``audio_kbps``,
+   if that is lower than the bitrate now (never a raise).
+3. **Recover**: while not congested and below the ceiling, the bitrate rises by
+   ``RECOVER_STEP_SHARE`` of the *original* bitrate (a fixed additive step) once
+   ``RECOVER_INTERVAL_S`` have passed since the last change; every drop and every rise
+   restarts that wait.
+4. **Bounds**: never above the original bitrate (``limits.start_kbps``, ``ceiling_kbps``),
+   never below ``limits.min_kbps``.
+5. **Disconnected**: the bitrate is held and the send-rate window is cleared.
 
-- "10 %": of the original bitrate, not of the current one: a fixed additive step. That is what
-  the Streamlabs PR above describes when it "changes the bitrate increase rate to 20% of
-  original bitrate" (so OBS's step was 10 % of the original); recovery from the floor to the
-  start bitrate therefore takes at most 10 steps, 40 s.
-- The 4 s timer restarts at every drop and every rise; a rise happens at the first uncongested
-  update once it has run out.
+Mapping onto our uplink (a reliable WebSocket/TCP link with our own ACKs, not OBS's RTMP
+socket):
 
-Mapping to our uplink (a reliable WebSocket/TCP link with our own ACKs, not OBS's RTMP socket):
-
-- OBS's queue of packets waiting for the socket -> ``obs.unsent_ms``: the capture-time span of
-  the media the sender has not yet handed to the transport, which happens when the WebSocket's
-  send buffer (and the kernel's under it) is full - the same state in which OBS's queue grows.
-- Measured send rate -> growth of ``obs.sent_bytes_total`` (payload handed to the transport)
-  over the last ``SEND_RATE_WINDOW_S``. This is the quantity OBS measures (bytes written into
-  its TCP socket): once the socket buffer is full, writes go at the rate the link drains, which
-  is exactly the state in which congestion is declared. ``acked_bytes_total`` was not used: it
-  lags by an RTT, moves in ACK batches (0.1 s / 32 media), and jumps after a resume when one
-  ACK covers what arrived before the connection broke, which would overstate the rate.
-  Retransmitted bytes count: they used the link too. The rate needs at least
-  ``SEND_RATE_MIN_SPAN_S`` of samples; the window is cleared when disconnected, so the first
-  decision after a reconnect uses only what left on the new connection.
-- Audio: ``sent_bytes_total`` carries audio too, while ``update`` returns the video bitrate, so
-  the drop target is the measured rate minus ``audio_kbps`` (default: the limits'
-  ``audio_kbps``, the encoder's AAC rate). Without that the stream would settle exactly on
-  the link rate plus audio and its queue could never drain.
-- The window length (1 s) and the minimum span are our guesses; the issue does not give them.
-- Not modelled: OBS also drops frames when its queue grows too old (the "dropping frames" of
-  the option's name), which empties the queue. Our uplink is reliable and drops nothing, so a
-  drop to exactly the link rate can leave a standing queue (still "congested", no recovery)
-  until the link gets faster; that is how these rules behave on our transport.
+- OBS's queue of packets waiting for the socket -> ``obs.unsent_ms`` (the capture-time span
+  of the media not yet handed to the transport).
+- Measured send rate -> growth of ``obs.sent_bytes_total`` (payload handed to the transport,
+  audio and retransmissions included) over the last ``SEND_RATE_WINDOW_S``; no rate until
+  the samples span ``SEND_RATE_MIN_SPAN_S``. Both lengths are ours (the sources give none).
+- ``audio_kbps`` defaults to ``limits.audio_kbps``, since ``update`` returns the video bitrate.
+- Not modelled: OBS also drops frames when its queue grows too old; our uplink drops nothing.
 """
 
 from __future__ import annotations

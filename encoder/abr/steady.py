@@ -1,69 +1,51 @@
 """``steady``: our controller, built for links that come and go behind a buffering relay.
 
-Two facts shape it. A weak rural uplink disappears, for a fraction of a second or for
-minutes, and comes back at about the rate it had; and the relay holds ``buffer_ms`` (seconds)
-of media, so a short queue behind the link costs the viewer nothing while an idle link wastes
-capacity that never comes back. So ``steady`` keeps a small, deliberate queue behind the link
-(``QUEUE_TARGET_MS``) instead of no queue: the link never idles (variable 3G capacity is used
-as it comes), and the rate it measures while that queue exists is the link's, not ours.
+The relay holds ``buffer_ms`` of media, so a short queue behind the link costs the viewer
+nothing while an idle link wastes capacity that never comes back: ``steady`` keeps a small,
+deliberate standing queue (``QUEUE_TARGET_MS``) behind the link, and a link estimate that
+survives outages. Bitrates are kbit/s; the link estimate counts audio + video, the decision
+is the video bitrate. docs/encoder.md ("Why steady is built as it is") gives the reasons
+and the measurements behind the rules.
 
 At each update, in order:
 
-1. **Outage** - the transport went down, or ACKs stopped for ``STALL_S`` (or ``STALL_RTTS``
-   smoothed RTTs) while media is outstanding: the bitrate drops at once to ``OUTAGE_SHARE`` of
-   the link estimate, so what is spooled during the outage is small and is caught up quickly
-   when the link returns. The link estimate is left as it was (it survives the outage). Before
-   the first connection is up there is no outage, only a start: the client captures while it
-   connects, and taking the handshake for an outage cut every stream to the floor in its
-   first second, to climb back over the next ten.
-2. **Queue control** - the video bitrate is ``gain`` x link estimate - audio, with
-   ``gain = 1 + QUEUE_GAIN x (QUEUE_TARGET_MS - queue) / QUEUE_TARGET_MS`` kept within
-   ``[GAIN_MIN, GAIN_MAX]``: below the target queue it sends a little more than the link
-   delivered (a gentle, continuous probe), above it a little less (a drain; after an outage
-   the spooled media is drained at ``GAIN_MIN``).
+1. **Outage**: once a connection has been up, the transport is down, or no ACK came for
+   max(``STALL_S``, ``STALL_RTTS`` x smoothed RTT) while media is outstanding. The bitrate
+   drops at once so that audio + video is at most ``OUTAGE_SHARE`` of the link estimate (of
+   the bitrate + audio before there is one); the estimate is not touched. Before the first
+   connection there is no outage, only a start.
+2. **Start**: until the first queued rate sample sets the estimate, the bitrate rises to
+   ``GAIN_MAX`` x the delivered rate - audio whenever that is higher.
+3. **Queue control**: video = gain x estimate - audio, with ``gain = 1 + QUEUE_GAIN x
+   (QUEUE_TARGET_MS - queue) / QUEUE_TARGET_MS`` within [``GAIN_MIN``, ``GAIN_MAX``]; then
+   gain <= ``BACKFILL_GAIN`` while backfill waits (the archive gets a share of the link),
+   gain <= 1 while the link carries less than ``FILLED_SHARE`` of the target + audio (an
+   encoder under its target cannot probe), and gain = ``GAIN_MIN`` during a refresh (below).
+4. **Switch**: the result is clamped to the limits; the encoder is told only of a change of
+   more than ``SWITCH_SHARE``, or of any cut during an outage.
 
-The queue is the standing queue: the minimum over ``QUEUE_WINDOW_S`` of the live backlog minus
-the base RTT (so a keyframe's burst is not taken for congestion), except that a queue above
-``QUEUE_CONGESTED_MS`` is taken at once (no burst is that long; waiting a second for the
-minimum to rise is what lets a sudden capacity drop bury seconds of media). The live backlog
-is the longer of the unacknowledged live media's capture span and its drain time at the link
-estimate: when the link slows, the same bytes take longer to drain than the span they cover,
-and it is the drain time that the relay's buffer must cover. The
-base RTT is the minimum ACK round trip over ``BASE_RTT_WINDOW_S``: long, so a standing queue
-cannot creep into it and raise the target step by step (LEDBAT's base-delay habit, RFC 6817
-section 2.4.1, with one window instead of its per-minute history). Because the standing queue
-is usually in the network, the RTT samples carry it; so when no sample has come within
-``BASE_RTT_NEAR_MS`` of the base for ``BASE_RTT_REFRESH_S``, the controller drains for
-``REFRESH_S`` at ``GAIN_MIN`` to see the empty-queue RTT again (BBR's ProbeRTT idea, Cardwell
-et al., "BBR: Congestion-Based Congestion Control", ACM Queue 2016), about 2.5% of the
-capacity of one period; a base that really rose (a new route) ages out with the window.
+Measurements:
 
-The link estimate is the ACKed payload rate over ``RATE_WINDOW_S``. A sample taken while the
-standing queue exceeds ``QUEUED_MS`` measures the link (it had more than it could carry) and
-moves the estimate towards it, down or up, by ``ESTIMATE_GAIN_PER_S``. A sample without a
-queue only proves the link carried what we sent, so it only raises the estimate, and never
-above the bitrate we were sending (ACK bursts must not creep the estimate past the link);
-being proven, it raises it at once: smoothing a lower bound only added a second of lag to
-every climb.
-Samples across an ACK pause of ``STALL_S`` are discarded: a pause is an outage to ride out, not
-evidence that the link is slow. Before the first queued sample (start-up) the bitrate climbs
-by ``GAIN_MAX`` over what was delivered until a queue appears.
-
-An encoder that makes less than its target (an easy picture) cannot probe: while the link
-carries less than ``FILLED_SHARE`` of the target, the gain stays at most 1, so the target does
-not float above what the link has shown it carries. The target compared is the lowest of the
-last ``RATE_WINDOW_S + ENCODER_RISE_S``: libx264 falls to a lower bitrate within about half
-a second but rises to a higher one with a time constant of 1-1.5 s
-(``benchmarks.sim.VBV_TAU_UP_S``), so during a climb the bytes in the rate window were made
-under older, lower targets, and comparing them with the newest one took every climb for an
-easy picture and stopped it.
-
-While media skipped by a live-edge jump still waits to be sent (backfill for the relay's
-recording), the gain is at most ``BACKFILL_GAIN``: the live edge leaves a share of the link to
-it, or a controller that fills the link would starve the archive.
-
-The encoder is only told of a change of more than ``SWITCH_SHARE`` (or any cut during an
-outage), so the picture does not wobble with every ACK.
+- **Queue**: the minimum over ``QUEUE_WINDOW_S`` of the live backlog minus the base RTT (a
+  keyframe's burst is not congestion), except that a queue above ``QUEUE_CONGESTED_MS``
+  counts at once. The live backlog is the longer of the unacknowledged live media's capture
+  span (``obs.backlog_ms``) and the drain time of its bytes at the link estimate.
+- **Base RTT**: the minimum ACK round trip over ``BASE_RTT_WINDOW_S`` (LEDBAT's base delay,
+  RFC 6817 section 2.4.1, with one window instead of its per-minute history). When no sample
+  comes within ``BASE_RTT_NEAR_MS`` of it for ``BASE_RTT_REFRESH_S``, the controller drains
+  at ``GAIN_MIN`` for ``REFRESH_S`` to see the empty-queue RTT again (BBR's ProbeRTT: Cardwell
+  et al., "BBR: Congestion-Based Congestion Control", ACM Queue 2016).
+- **Link estimate**: the ACKed payload rate over ``RATE_WINDOW_S`` of a continuous ACK
+  stream (a gap of ``STALL_S`` restarts the window; no samples during an outage). A sample
+  taken while the standing queue exceeds ``QUEUED_MS`` measures the link and moves the
+  estimate towards it, down or up, with weight ``ESTIMATE_GAIN_PER_S`` per second. A sample
+  without a queue only raises the estimate, at once, and never above the bitrate being sent
+  plus audio.
+- **Target compared with the link** (the ``FILLED_SHARE`` rule): the lowest target of the
+  last ``RATE_WINDOW_S + ENCODER_RISE_S``, since the encoder follows a higher target with a
+  lag (the simulator models libx264's rise as a first-order lag of
+  ``benchmarks.sim.VBV_TAU_UP_S``), so the bytes in the rate window were made under older,
+  lower targets.
 """
 
 from __future__ import annotations
@@ -86,14 +68,14 @@ ESTIMATE_GAIN_PER_S = 1.0  # weight per second of a rate sample in the link esti
 BASE_RTT_WINDOW_S = 120.0  # base RTT: minimum ACK round trip over this window
 BASE_RTT_NEAR_MS = 40  # an RTT sample this close to the base shows the queue empty
 BASE_RTT_REFRESH_S = 40.0  # no such sample for this long: drain once to see the base again
-REFRESH_S = 2.0  # ... at GAIN_MIN for this long (the encoder follows within ~1 s)
+REFRESH_S = 2.0  # ... at GAIN_MIN for this long
 STALL_S = 1.0  # no ACK for this long with media outstanding: the link is out
 STALL_RTTS = 4.0  # ... or for this many smoothed RTTs, whichever is longer
 OUTAGE_SHARE = 0.3  # audio + video during an outage, as a share of the link estimate
 BACKFILL_GAIN = 0.85  # while backfill waits, leave this much of the link to it
 FILLED_SHARE = 0.8  # probe above the estimate only while the link carries this share of
                     # the target (an encoder under its target cannot probe, only float)
-ENCODER_RISE_S = 1.5  # ... the target of this long before the rate window (x264's rise)
+ENCODER_RISE_S = 1.5  # ... the target of this long before the rate window (the encoder's rise)
 SWITCH_SHARE = 0.05  # tell the encoder only of changes larger than this share
 
 

@@ -3,21 +3,25 @@
 After a burst of short-lived allocations (thousands of connections, a gap of tens of
 thousands of units) has been freed, glibc keeps the free pages inside its heaps (the main
 one and one per thread that allocated) mapped, so the relay's resident set stays at its
-peak. ``malloc_trim(0)`` gives every whole free page back (``madvise``, glibc 2.8 and later).
-It walks the heap while holding its lock (well under 1 ms on a resting relay, ~20-150 ms on a
-heap of a million live small objects), so the relay does not trim on a timer alone:
-`TrimPolicy` asks for one after growth, and at most every ``TRIM_MAX_INTERVAL_S`` while the
-resident set stays above its resting level (checked every ``HEAP_TRIM_INTERVAL_S``); the
-trim runs on a worker thread. The relay runs on glibc's allocator (``PYTHONMALLOC=malloc``, see
-``steadycast.cli``) so that Python objects are in that heap too; on Python's own
-small-object arenas a trim does nothing (an arena goes back only when all its objects are
-gone). Where the C library is not glibc, `trim_heap` does nothing.
+peak. ``malloc_trim(0)`` gives every whole free page back (``madvise``, glibc 2.8 and
+later). It walks the heap while holding its lock (well under 1 ms on a resting relay,
+~20-150 ms on a heap of a million live small objects), so the relay does not trim on a timer
+alone: `TrimPolicy` asks for one after growth, and at most every ``TRIM_MAX_INTERVAL_S``
+while the resident set stays above its resting level (checked every
+``HEAP_TRIM_INTERVAL_S``); the trim runs on a worker thread, after a full garbage collection
+(which also empties CPython's free lists of tuples, lists, dicts and floats, freed objects
+kept for reuse that would pin their pages; ~30 ms with the GIL held, only when a trim is
+due). The relay runs on glibc's allocator (``PYTHONMALLOC=malloc``, see ``steadycast.cli``)
+so that Python objects are in that heap too; on Python's own small-object arenas a trim does
+nothing (an arena goes back only when all its objects are gone). Where the C library is not
+glibc, `trim_heap` does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 from collections.abc import Callable
 
@@ -92,6 +96,7 @@ def trim_if_due(policy: TrimPolicy, now: float) -> bool:
     trimmed. Meant for a worker thread."""
     if _MALLOC_TRIM is None or not policy.should_trim(now, resident_bytes()):
         return False
+    gc.collect()  # a full collection also empties CPython's free lists, which pin freed pages
     trim_heap()
     policy.trimmed(now, resident_bytes())
     return True

@@ -34,16 +34,14 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from monitor.redact import REDACTOR
 from monitor.store import DropoutRow, ProbeRow
 from relay.responses import error_headers, json_error, too_many_attempts
-
-if TYPE_CHECKING:
-    from relay.app import Relay
+from relay.state import RELAY_KEY, Relay
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +346,6 @@ def _load_page() -> str:
 
 def add_routes(app: web.Application) -> None:
     """Add ``/dashboard`` and ``/dashboard/api`` for the app's relay (set before this call)."""
-    from relay.app import RELAY_KEY  # here: relay.app imports this module
-
     relay: Relay = app[RELAY_KEY]
     password = relay.settings.dashboard_password
     page = _load_page()

@@ -442,7 +442,7 @@ class _Simulation:
     # -- the client (encoder.client.UplinkClient, without asyncio) --------------------------
     def _connect(self, now_s: float) -> None:
         self.stream = _Stream()
-        self.sender.connection_made(now_s)
+        self.sender.connection_made()
         self.receiver.connection_made(now_s)
         self.connected = True
         self._pump(now_s)
@@ -453,7 +453,7 @@ class _Simulation:
                 continue  # the spool is full: new units are dropped, held ones kept
             try:
                 seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
-                                             u.capture_time_us, bytes(u.size), now_s)
+                                             u.capture_time_us, bytes(u.size))
             except SpoolFull:
                 spool = self.sender.spool
                 self.overflow.on_full(u.track_id, now_s, spool.memory_bytes + spool.disk_bytes,
@@ -483,7 +483,7 @@ class _Simulation:
                     self.stream.write(data, _media_payload_bytes(data))
                     sent_any = True
             if now_s - self.last_stats_s >= STATS_INTERVAL_S and sender.connected:
-                data = sender.stats_message(now_s, self.target_kbps)
+                data = sender.stats_message(self.target_kbps)
                 self.stream.write(data, 0)
                 self.last_stats_s = now_s
             if (not sent_any or sender.unsent_bytes == 0
@@ -661,7 +661,7 @@ class _Simulation:
         connection is lost; the sender resends it."""
         self.protocol_errors += 1
         self.receiver.connection_lost(now_s)
-        self.sender.connection_lost(now_s)
+        self.sender.connection_lost()
         self.policy.on_connection_lost(now_s)
         self.connected = False
         self.generation += 1

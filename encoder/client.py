@@ -151,13 +151,12 @@ class UplinkClient:
     def _push(self, units: list[EncodedUnit]) -> None:
         if not self._accepting:
             return  # the capture thread's last units, after the session ended
-        now = time.monotonic()
         for u in units:
             if not self.overflow.admit(u.track_id, u.keyframe):
                 continue  # the spool is full: new units are dropped, held ones kept
             try:
                 seq = self.sender.push_media(u.track_id, u.keyframe, u.pts, u.dts,
-                                             u.capture_time_us, u.payload, now)
+                                             u.capture_time_us, u.payload)
             except SpoolFull:
                 self._overflow_events(self.overflow.on_full(
                     u.track_id, time.time(), self.spool.memory_bytes + self.spool.disk_bytes,
@@ -397,7 +396,7 @@ class UplinkClient:
         self.connections += 1
         log.info("uplink: connected to %s (connection %d)", _safe_url(s.ingest_url),
                  self.connections)
-        self.sender.connection_made(time.monotonic())
+        self.sender.connection_made()
         reader = asyncio.create_task(self._read(ws))
         try:
             await self._write(ws, reader, capture_done)
@@ -405,7 +404,7 @@ class UplinkClient:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            self.sender.connection_lost(time.monotonic())
+            self.sender.connection_lost()
             self._dropout_events(self.policy.on_connection_lost(time.time()))
             if self._phase == "live":
                 self._phase = "connecting"
@@ -453,7 +452,7 @@ class UplinkClient:
                     # a link that takes nothing for ACK_TIMEOUT_S is treated as dead
                     await asyncio.wait_for(ws.send_bytes(data), ACK_TIMEOUT_S)
             if now - last_stats >= STATS_INTERVAL_S and self.sender.connected:
-                await ws.send_bytes(self.sender.stats_message(now, self.target_kbps))
+                await ws.send_bytes(self.sender.stats_message(self.target_kbps))
                 last_stats = now
             if self.sender.acked_bytes_total != last_acked or self.sender.all_acked:
                 last_acked, last_progress = self.sender.acked_bytes_total, now

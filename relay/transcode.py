@@ -131,7 +131,6 @@ class IngestDecoder:
     def __init__(self, profile: OutputProfile) -> None:
         self.profile = profile
         self._decoders: dict[int, Any] = {}
-        self._time_bases: dict[int, Fraction] = {}
         self._resampler: AudioResampler | None = None
         self.decode_errors = 0
         self.config_errors = 0  # TRACKs the decoder refused (their media is not decoded)
@@ -160,12 +159,6 @@ class IngestDecoder:
                         "decoded", track.track_id, exc)
             return
         self._decoders[track.track_id] = ctx
-        self._time_bases[track.track_id] = Fraction(track.time_base_num, track.time_base_den)
-
-    def reset(self) -> None:
-        self._decoders.clear()
-        self._time_bases.clear()
-        self._resampler = None
 
     def decode_video(self, unit: AccessUnit) -> list[VideoFrame]:
         ctx = self._decoders.get(unit.track_id)

@@ -15,6 +15,7 @@ from encoder.sources import FileSource, SourceError, open_source
 from relay.settings import TlsSettings
 from relay.tls import server_ssl_context
 
+
 def _make_clip(path: Path, seconds: float = 1.0, fps: int = 10) -> None:
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264", rate=fps)

@@ -48,6 +48,7 @@ from relay.settings import (
     TlsSettings,
 )
 from relay.tls import normalize_name, valid_tls_name
+from uplink.media import X264_PRESETS
 
 DEFAULT_CONFIG_RESOURCE = "default_relay.toml"
 EMBEDDED_SOURCE = "<embedded default steadycast/default_relay.toml>"
@@ -68,18 +69,6 @@ TOKEN_MIN_CHARS = 8
 TLS_MODES = ("off", "self-signed", "files")
 TLS_NAMES_MAX = 100
 URL_SCHEMES = ("rtmp", "rtmps")
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
 AUDIO_SAMPLE_RATES_HZ = (44100, 48000)
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 SHOWN_VALUE_MAX_CHARS = 80

@@ -75,6 +75,15 @@ from monitor.dropout import (
     DropoutEnded,
     DropoutEvent,
 )
+from monitor.validate import (
+    Invalid,
+    check_table,
+    is_integer,
+    is_number,
+    join_path,
+    shorten,
+    within,
+)
 from uplink import CloseCode, ProtocolError
 from uplink.media import AUDIO_KBPS, BUFFER_MS_DEFAULT, default_floor_kbps, parse_resolution
 
@@ -539,13 +548,15 @@ MAX_TEXT_CHARS = 500
 _RESOLUTION_RE = re.compile(r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$")
 
 
-class ProbeResultError(ValueError):
+class ProbeResultError(Invalid):
     """A probe submission that cannot be stored; ``field`` is its dotted path."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+        super().__init__(problem, field)
+
+    @property
+    def field(self) -> str:
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -563,8 +574,7 @@ class ProbeSubmission:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(repr(value), 40, "...")
 
 
 class _Spec:
@@ -586,9 +596,7 @@ class _Num(_Spec):
         self.lo, self.hi, self.nullable = lo, hi, nullable
 
     def _check(self, value: object, path: str) -> float:
-        if (isinstance(value, bool) or not isinstance(value, int | float)
-                or (isinstance(value, float) and not math.isfinite(value))
-                or not self.lo <= value <= self.hi):
+        if not is_number(value) or not within(value, self.lo, self.hi):
             raise ProbeResultError(path, f"must be a finite number within [{self.lo:g}, "
                                          f"{self.hi:g}], got {_show(value)}")
         return float(value)
@@ -599,7 +607,7 @@ class _Int(_Spec):
         self.lo, self.hi, self.nullable = lo, hi, nullable
 
     def _check(self, value: object, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= self.hi:
+        if not is_integer(value) or not within(value, self.lo, self.hi):
             raise ProbeResultError(path, f"must be an integer within [{self.lo}, {self.hi}], "
                                          f"got {_show(value)}")
         return value
@@ -645,17 +653,15 @@ class _Obj(_Spec):
     def _check(self, value: object, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise ProbeResultError(path, f"must be an object, got {_show(value)}")
-        for key in value:
-            if key not in self.fields:
-                raise ProbeResultError(_join(path, _key_label(key)), "unknown field")
-        out: dict[str, Any] = {}
-        for key, spec in self.fields.items():
-            if key not in value:
-                if key in self.optional:
-                    continue
-                raise ProbeResultError(_join(path, key), "missing")
-            out[key] = spec.check(value[key], _join(path, key))
-        return out
+        return check_table(
+            value, self.fields, path,
+            check=lambda key, raw, key_path: self.fields[key].check(raw, key_path),
+            unknown=lambda key: ProbeResultError(join_path(path, _key_label(key)),
+                                                 "unknown field"),
+            missing=lambda key, key_path: (None if key in self.optional
+                                           else ProbeResultError(key_path, "missing")),
+            report=_stop,
+        )
 
 
 class _List(_Spec):
@@ -689,8 +695,9 @@ def _key_label(key: object) -> str:
     return _show(key)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _stop(problem: Invalid) -> None:
+    """A stored result is refused at its first problem."""
+    raise problem
 
 
 _KBPS = _Num(0, MAX_KBPS, nullable=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from uplink.media import default_floor_kbps as default_floor_kbps  # the encoder's callers
+from uplink.media import default_floor_kbps as default_floor_kbps  # callers import it here
 
 MIN_FPS = 10  # never fewer frames per second than this (or the session fps, if lower)
 RAISE_MARGIN = 1.15  # fps goes back up only with this much margin above the floor (hysteresis)

@@ -40,9 +40,9 @@ from benchmarks.real import (
 )
 from benchmarks.results import RunResult, write_results
 from benchmarks.traces import Outage, Trace, TraceError, load_trace, rate_to_opportunities
+from relay.settings import BUFFER_MS_DEFAULT
 
 DURATION_S_DEFAULT = 60.0
-BUFFER_MS_DEFAULT = 5000
 START_KBPS = 800
 OUT_DIR_DEFAULT = "steadycast-demo"
 SHARED_TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"

@@ -56,6 +56,7 @@ import numpy as np
 import numpy.typing as npt
 
 from encoder.testpattern import TestPattern
+from uplink.media import parse_resolution
 
 log = logging.getLogger(__name__)
 
@@ -378,9 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=15, help="frame rate (default %(default)s)")
     args = p.parse_args(argv)
     try:
-        width, height = (int(x) for x in args.resolution.lower().split("x"))
+        width, height = parse_resolution(args.resolution)
     except ValueError:
-        print(f"direct_rtmp: --resolution {args.resolution!r} is not WIDTHxHEIGHT",
+        print(f"direct_rtmp: --resolution {args.resolution!r} is not WIDTHxHEIGHT with even "
+              "numbers",
               file=sys.stderr)
         return EXIT_USAGE
     stop = threading.Event()

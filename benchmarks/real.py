@@ -77,6 +77,7 @@ from benchmarks.results import RunResult, qoe_score
 from benchmarks.traces import Outage, Trace
 from encoder.abr import names as abr_names
 from encoder.settings import AUDIO_KBPS
+from uplink.media import parse_resolution
 
 DIRECT_RTMP = "direct-rtmp"
 STREAM = "bench"  # the relay's stream name
@@ -211,14 +212,6 @@ def relay_config_toml(*, port: int, workdir: Path, record_dir: Path, width: int,
             f"buffer_ms = {buffer_ms}\nrecord = true\n{destination}")
 
 
-def _parse_resolution(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d{2,4})x(\d{2,4})", text)
-    if not m or int(m.group(1)) % 2 or int(m.group(2)) % 2:
-        raise RealRunError(f"run_real: resolution {text!r} must be WIDTHxHEIGHT with even "
-                           "numbers, e.g. 640x360")
-    return int(m.group(1)), int(m.group(2))
-
-
 # --- the parts -----------------------------------------------------------------------------------
 class _EmulatorThread:
     """A ``LinkEmulator`` on its own asyncio loop in a daemon thread; ``call`` runs a function
@@ -348,7 +341,11 @@ def run_real(trace: Trace, abr: str, *, duration_s: float = 60, buffer_ms: int =
                            "relay's limits)")
     if fps <= 0 or start_kbps <= 0:
         raise RealRunError(f"run_real: fps={fps} and start_kbps={start_kbps} must be > 0")
-    width, height = _parse_resolution(resolution)
+    try:
+        width, height = parse_resolution(resolution)
+    except ValueError:
+        raise RealRunError(f"run_real: resolution {resolution!r} must be WIDTHxHEIGHT with "
+                           "even numbers, e.g. 640x360") from None
     direct = abr == DIRECT_RTMP
     valid = [*abr_names(), DIRECT_RTMP]
     if abr not in valid:

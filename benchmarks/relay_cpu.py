@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.local_services import free_port, start_relay, stop_process, write_relay_config
+from uplink.media import parse_resolution
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN = "bench-token-000000"
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="measured window")
     ap.add_argument("--warmup", type=float, default=5.0)
     args = ap.parse_args(argv)
-    width, height = (int(x) for x in args.resolution.split("x"))
+    width, height = parse_resolution(args.resolution)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

@@ -32,10 +32,11 @@ import numpy.typing as npt
 from av.codec.context import CodecContext
 
 from uplink import Codec, TrackConfig, TrackKind
+from uplink.media import AAC_FRAME_SAMPLES as AAC_FRAME_SAMPLES  # benchmarks.sim reads it here
+from uplink.media import AacFramer, keyframe_interval_frames, x264_options
 
 VIDEO_TRACK_ID = 0
 AUDIO_TRACK_ID = 1
-AAC_FRAME_SAMPLES = 1024
 VBV_BUFFER_S = 0.25  # x264's VBV buffer, in seconds at the ceiling bitrate (see above)
 
 
@@ -66,11 +67,8 @@ class MediaEncoder:
         ceiling = max(kbps, max_kbps or kbps)
         self.ceiling_kbps = ceiling
         v.bit_rate = ceiling * 1000  # CBR mode at open: see the module docstring
-        gop = max(1, round(fps * keyframe_s))
-        v.options = {"preset": preset, "tune": "zerolatency", "g": str(gop),
-                     "keyint_min": str(gop), "sc_threshold": "0",
-                     "maxrate": f"{ceiling}k",
-                     "bufsize": f"{max(1, round(ceiling * vbv_buffer_s))}k"}
+        v.options = x264_options(preset, keyframe_interval_frames(fps, keyframe_s), ceiling,
+                                 max(1, round(ceiling * vbv_buffer_s)), zerolatency=True)
         v.open()
         v.bit_rate = kbps * 1000
         a = CodecContext.create("aac", "w")
@@ -82,8 +80,7 @@ class MediaEncoder:
         a.flags |= av.codec.context.Flags.global_header  # AudioSpecificConfig as extradata
         a.open()
         self._v, self._a = v, a
-        self._audio = np.zeros((1, 0), dtype=np.float32)
-        self._audio_pts = 0
+        self._aac = AacFramer(1)
         self._capture_us_by_pts: dict[int, int] = {}
 
     def tracks(self) -> list[TrackConfig]:
@@ -116,22 +113,17 @@ class MediaEncoder:
 
     def encode_audio(self, samples: npt.NDArray[np.float32]) -> list[EncodedUnit]:
         """Mono planar float samples; emitted in AAC frames of 1024 samples."""
-        buf = np.concatenate([self._audio, samples], axis=1)
         out: list[EncodedUnit] = []
-        while buf.shape[1] >= AAC_FRAME_SAMPLES:
-            chunk = np.ascontiguousarray(buf[:, :AAC_FRAME_SAMPLES], dtype=np.float32)
-            buf = buf[:, AAC_FRAME_SAMPLES:]
+        for pts, chunk in self._aac.push(samples):
             af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
             af.sample_rate = self.sample_rate
-            af.pts = self._audio_pts
-            self._audio_pts += AAC_FRAME_SAMPLES
+            af.pts = pts
             for p in self._a.encode(af):
                 if p.pts is None:
                     continue
                 cap = self.epoch_us + round(p.pts * 1e6 / self.sample_rate)
                 out.append(EncodedUnit(AUDIO_TRACK_ID, True, p.pts, p.dts if p.dts is not None
                                        else p.pts, cap, bytes(p)))
-        self._audio = buf
         return out
 
     def flush(self) -> list[EncodedUnit]:

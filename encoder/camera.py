@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from encoder.sources import SourceError
+from encoder.video_source import SourceError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ governor keeps every k-th frame (30 fps -> 15 -> 10), so each frame sent keeps a
 floor's bits. The resolution never changes within a session (platforms and the relay's
 decoder expect one size).
 
-The default floor is ``FLOOR_BITS_PER_PIXEL`` bits per pixel per frame: 1280x720 at 30 fps
+The default floor is ``uplink.media.FLOOR_BITS_PER_PIXEL`` bits per pixel per frame
+(``default_floor_kbps``; the connection check picks sizes by it too): 1280x720 at 30 fps
 -> 829 kbit/s, 854x480 -> 369, 640x360 -> 207. Sans-I/O: ``now`` comes in as an argument.
 """
 
@@ -14,14 +15,11 @@ from __future__ import annotations
 
 import math
 
-FLOOR_BITS_PER_PIXEL = 0.03  # below this many bits per pixel per frame, drop frames instead
+from uplink.media import default_floor_kbps as default_floor_kbps  # callers import it here
+
 MIN_FPS = 10  # never fewer frames per second than this (or the session fps, if lower)
 RAISE_MARGIN = 1.15  # fps goes back up only with this much margin above the floor (hysteresis)
 DWELL_S = 2.0  # at least this long between frame-rate changes
-
-
-def default_floor_kbps(width: int, height: int, fps: int) -> int:
-    return max(1, round(FLOOR_BITS_PER_PIXEL * width * height * fps / 1000))
 
 
 class FrameRateGovernor:

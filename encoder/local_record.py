@@ -50,7 +50,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from encoder.av_encoder import AAC_FRAME_SAMPLES, AUDIO_TRACK_ID, EncodedUnit
+from encoder.av_encoder import AUDIO_TRACK_ID, EncodedUnit
+from uplink.media import AAC_FRAME_SAMPLES, X264_PRESETS, keyframe_interval_frames, x264_options
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof"
 AAC_SAMPLE_RATES_HZ = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000,
                        11025, 8000, 7350)
 AAC_LAYOUTS = {1: "mono", 2: "stereo"}  # channel configuration -> layout name
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                "slower", "veryslow", "placebo")
 
 
 @dataclass(frozen=True)
@@ -301,11 +300,10 @@ class LocalRecorder:
             ctx = v.codec_context
             ctx.time_base = Fraction(1, self.fps)
             ctx.bit_rate = self.kbps * 1000
-            gop = max(1, round(self.fps * RECORD_KEYFRAME_INTERVAL_S))
             # no tune=zerolatency: B-frames and lookahead are worth it for the archive copy
-            ctx.options = {"preset": self.preset, "g": str(gop), "keyint_min": str(gop),
-                           "sc_threshold": "0", "maxrate": f"{self.kbps}k",
-                           "bufsize": f"{2 * self.kbps}k"}
+            ctx.options = x264_options(
+                self.preset, keyframe_interval_frames(self.fps, RECORD_KEYFRAME_INTERVAL_S),
+                self.kbps, 2 * self.kbps, zerolatency=False)
             self._vstream = v
             self._astream = self._add_copied_aac_stream(container)
             container.start_encoding()  # opens x264 here, on the recorder thread

@@ -131,7 +131,7 @@ class SenderSession:
                 continue
             try:
                 seq = sender.push_media(u.track_id, u.keyframe, u.pts, u.dts, u.capture_time_us,
-                                        u.payload, now)
+                                        u.payload)
             except SpoolFull:
                 spool = sender.spool
                 for ev in gate.on_full(u.track_id, wall, spool.memory_bytes + spool.disk_bytes,
@@ -148,13 +148,13 @@ class SenderSession:
 
     def connection_made(self, now: float) -> None:
         """A transport is up: HELLO goes first; the STATS and ACK-timeout clocks restart."""
-        self.sender.connection_made(now)
+        self.sender.connection_made()
         self._last_stats = None
         self._progress_at, self._progress_bytes = now, self.sender.acked_bytes_total
 
     def connection_lost(self, now: float, wall: float) -> list[SenderEvent]:
         """The transport went (for any reason): what was in flight is unsent again."""
-        self.sender.connection_lost(now)
+        self.sender.connection_lost()
         return list(self.policy.on_connection_lost(wall))
 
     def receive(self, data: bytes, now: float, wall: float) -> list[SenderEvent]:
@@ -208,7 +208,7 @@ class SenderSession:
                                          and now - self._last_stats < STATS_INTERVAL_S):
             return None
         self._last_stats = now
-        return self.sender.stats_message(now, self.target_kbps)
+        return self.sender.stats_message(self.target_kbps)
 
     @property
     def writer_idle(self) -> bool:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uplink.media import AUDIO_KBPS as AUDIO_KBPS  # defined there for the connection check too
+
 RECONNECT_FIRST_S = 0.25  # the first retry comes within 0.5 s of a lost connection
 RECONNECT_MAX_S = 2.0  # retries never more than 2 s apart
 RETRY_AFTER_MAX_S = 120.0  # the longest HTTP 429 Retry-After the encoder honours
 ACK_TIMEOUT_S = 10.0  # unacked data and no ACK for this long: the connection is dead
 KEYFRAME_INTERVAL_S = 2.0
 AUDIO_SAMPLE_RATE = 48000
-AUDIO_KBPS = 64
 FINAL_ACK_WAIT_S = 30.0  # at the end, wait this long for the relay to ack everything
 SPOOL_MEMORY_MB_DEFAULT = 64  # unacked media held in memory before spilling to disk
 SPOOL_DISK_MB_DEFAULT = 2048  # ... and on disk at most (about 2 h at 2 Mbit/s)

@@ -8,8 +8,8 @@ A video source is asked, once per output frame, for a BGR picture at the session
   ``--framecode``): it is the user's own picture.
 - ``camera:N`` / ``camera:/dev/videoX``: a camera through OpenCV (``encoder.camera``).
 
-Audio is picked separately (``encoder.audio_sources.open_audio``); the ``audio(n)`` of the
-video sources (planar float32, mono, 48 kHz) is kept for callers of the older ``Source``.
+Audio is picked separately (``encoder.audio_sources.open_audio``); ``FileSource.audio(n)``
+gives the file's own track (planar float32, mono) to ``--audio file``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import av
 import cv2
@@ -26,14 +26,12 @@ import numpy as np
 import numpy.typing as npt
 from av.audio.resampler import AudioResampler
 
+from encoder.camera import CameraSource, parse_camera_device
 from encoder.framecode import FrameCode, draw_frame_code
-from encoder.testpattern import TestPattern, ToneGenerator
+from encoder.testpattern import TestPattern
+from encoder.video_source import SourceError, VideoSource
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(Exception):
-    """A source that cannot be opened or read, in plain words."""
 
 
 SOURCE_SPECS_HELP = (
@@ -41,30 +39,11 @@ SOURCE_SPECS_HELP = (
     "a device path like /dev/video0)")
 
 
-class VideoSource(Protocol):
-    def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]:
-        """A BGR uint8 (height, width, 3) picture at the session's size; never blocks long."""
-        ...
-
-    def describe(self) -> str:
-        """One plain line: what this source is and what it really gives."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class Source(VideoSource, Protocol):
-    """A video source that also gives audio (planar float32 mono) the older way."""
-
-    def audio(self, n: int) -> npt.NDArray[np.float32]: ...
-
-
 class TestPatternSource:
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, width: int, height: int, fps: int, sample_rate: int, title: str) -> None:
+    def __init__(self, width: int, height: int, fps: int, title: str) -> None:
         self._pattern = TestPattern(width, height, fps, title)
-        self._tone = ToneGenerator(sample_rate=sample_rate, channels=1)
 
     def describe(self) -> str:
         p = self._pattern
@@ -72,9 +51,6 @@ class TestPatternSource:
 
     def video(self, frame_number: int, capture_time_ms: int) -> npt.NDArray[np.uint8]:
         return self._pattern.video_frame(frame_number, capture_time_ms)
-
-    def audio(self, n: int) -> npt.NDArray[np.float32]:
-        return self._tone.samples(n)
 
     def close(self) -> None:
         pass
@@ -189,12 +165,12 @@ class FileSource:
 
 
 def open_source(spec: str, width: int, height: int, fps: int, sample_rate: int,
-                title: str = "steadycast", framecode: bool = False) -> Source:
+                title: str = "steadycast", framecode: bool = False) -> VideoSource:
     """Open the video source named by ``spec``; a bad spec or device raises SourceError.
     `framecode`: draw the frame code over a file source too (the test pattern always has
     it)."""
     if spec == "testpattern":
-        return TestPatternSource(width, height, fps, sample_rate, title)
+        return TestPatternSource(width, height, fps, title)
     if spec.startswith("file:"):
         path = spec[len("file:"):].strip()
         if not path:
@@ -202,7 +178,5 @@ def open_source(spec: str, width: int, height: int, fps: int, sample_rate: int,
         return FileSource(Path(path).expanduser(), width, height, fps, sample_rate,
                           framecode=framecode)
     if spec.startswith("camera:"):
-        from encoder.camera import CameraSource, parse_camera_device  # imports this module
-
         return CameraSource(parse_camera_device(spec[len("camera:"):]), width, height, fps)
     raise SourceError(f"unknown source {spec!r}: use {SOURCE_SPECS_HELP}")

@@ -39,19 +39,20 @@ link takes it, pings interleaved):
   absolute difference between consecutive idle RTT samples (``jitter_loaded`` the same under
   load).
 
-**Recommendation** (``recommend``; ``AUDIO_KBPS`` = the encoder's AAC bitrate):
+**Recommendation** (``recommend``; ``AUDIO_KBPS`` = the encoder's AAC bitrate, from
+``uplink.media`` like the frame-rate floor and the relay's default buffer):
 
 - start video bitrate = 70 % of the throughput's p10, minus the audio; max = 90 % of the
   median, minus the audio, at most ``RECOMMEND_MAX_KBPS``; both rounded down to 10 kbit/s,
   start never above max. Below ``MIN_VIDEO_KBPS`` of start the link is not streamable;
-- resolution: the largest of ``RESOLUTIONS`` whose frame-rate floor at 30 fps (0.03 bit per
-  pixel per frame, as ``encoder.frame_rate``) is at most the start bitrate;
+- resolution: the largest of ``RESOLUTIONS`` whose frame-rate floor at 30 fps
+  (``uplink.media.default_floor_kbps``, the encoder's) is at most the start bitrate;
 - relay buffer = the longest dropout + 2 s, rounded up to a whole second, at least 3 s, at
   most 30 s;
 - verdict: ``good`` when streamable, the recommended buffer is at most the relay's default
-  (5 s) and dropouts took at most 5 % of the probe; ``poor`` when not streamable, when
-  nothing was measured, or when the longest dropout + 2 s exceeds the 30 s cap; ``fair``
-  otherwise.
+  (``BUFFER_MS_DEFAULT``, 5 s) and dropouts took at most 5 % of the probe; ``poor`` when not
+  streamable, when nothing was measured, or when the longest dropout + 2 s exceeds the 30 s
+  cap; ``fair`` otherwise.
 
 **Stored result** (``validate_submission``): the body of ``POST /api/probes``, checked field by
 field (types, finite numbers within ranges, lengths, no unknown keys, at most
@@ -74,7 +75,17 @@ from monitor.dropout import (
     DropoutEnded,
     DropoutEvent,
 )
+from monitor.validate import (
+    Invalid,
+    check_table,
+    is_integer,
+    is_number,
+    join_path,
+    shorten,
+    within,
+)
 from uplink import CloseCode, ProtocolError
+from uplink.media import AUDIO_KBPS, BUFFER_MS_DEFAULT, default_floor_kbps, parse_resolution
 
 # --- wire ----------------------------------------------------------------------------------
 FILLER = 0x01
@@ -183,26 +194,18 @@ def mean_abs_diff(values: Sequence[float]) -> float | None:
 
 
 # --- recommendation ------------------------------------------------------------------------
-AUDIO_KBPS = 64  # the encoder's AAC bitrate (encoder.settings.AUDIO_KBPS; a test checks)
 START_SHARE_OF_P10 = 0.70
 MAX_SHARE_OF_P50 = 0.90
 RECOMMEND_MAX_KBPS = 2500  # the relay's default output bitrate: more would be re-encoded away
 MIN_VIDEO_KBPS = 100  # below this start bitrate no resolution gets a watchable picture
 KBPS_STEP = 10  # recommended bitrates are rounded down to this
-FLOOR_BITS_PER_PIXEL = 0.03  # encoder.frame_rate's floor (a test checks they agree)
 FPS = 30
 RESOLUTIONS = ((1280, 720), (854, 480), (640, 360), (426, 240))  # largest first
 BUFFER_MARGIN_S = 2.0
 BUFFER_FLOOR_S = 3.0
 BUFFER_CAP_S = 30.0
-RELAY_DEFAULT_BUFFER_S = 5.0  # relay.settings.BUFFER_MS_DEFAULT
 GOOD_MAX_DROPOUT_SHARE = 0.05
 THROUGHPUT_WINDOW_S = 1.0
-
-
-def floor_kbps(width: int, height: int, fps: int = FPS) -> int:
-    """The encoder's frame-rate floor for this size (below it, frames are dropped)."""
-    return max(1, round(FLOOR_BITS_PER_PIXEL * width * height * fps / 1000))
 
 
 def buffer_ms_for(longest_dropout_s: float) -> int:
@@ -239,7 +242,7 @@ def recommend(p10_kbps: float | None, p50_kbps: float | None,
     if start_kbps < MIN_VIDEO_KBPS:
         return Recommendation(False, None, None, None, AUDIO_KBPS, buffer_ms, capped)
     resolution = next(f"{w}x{h}" for w, h in RESOLUTIONS
-                      if floor_kbps(w, h) <= start_kbps or (w, h) == RESOLUTIONS[-1])
+                      if default_floor_kbps(w, h, FPS) <= start_kbps or (w, h) == RESOLUTIONS[-1])
     return Recommendation(True, start_kbps, max_kbps, resolution, AUDIO_KBPS, buffer_ms, capped)
 
 
@@ -458,7 +461,7 @@ def _verdict(rec: Recommendation, p10: float | None, longest_s: float, dropout_s
                 f"Kém: có lần mất sóng tới {longest_s:.1f} giây, lâu hơn mức bộ đệm relay che "
                 f"được ({BUFFER_CAP_S:.0f} giây): người xem sẽ thấy màn hình chờ kết nối lại.")
     share = dropout_s / duration_s if duration_s > 0 else 0.0
-    if rec.buffer_ms <= RELAY_DEFAULT_BUFFER_S * 1000 and share <= GOOD_MAX_DROPOUT_SHARE:
+    if rec.buffer_ms <= BUFFER_MS_DEFAULT and share <= GOOD_MAX_DROPOUT_SHARE:
         return ("good", f"Good: this link carries a {res} livestream.",
                 f"Tốt: đường truyền này đủ cho livestream {res}.")
     return ("fair", f"Fair: this link carries a {res} livestream, with a {buf_s} s relay buffer "
@@ -493,12 +496,14 @@ def _reasons(rec: Recommendation, tp: Mapping[str, Any], rtt: Mapping[str, Any],
             "vi": f"Tối đa {rec.max_kbps} kbit/s cho hình: 90% của trung vị, trừ phần tiếng "
                   f"(không quá {RECOMMEND_MAX_KBPS})."})
         assert rec.resolution is not None
-        w, h = (int(x) for x in rec.resolution.split("x"))
+        w, h = parse_resolution(rec.resolution)
         out.append({
             "en": f"{rec.resolution}: the largest size whose smooth-motion floor "
-                  f"({floor_kbps(w, h)} kbit/s at {FPS} fps) fits the start bitrate.",
+                  f"({default_floor_kbps(w, h, FPS)} kbit/s at {FPS} fps) fits the start "
+                  "bitrate.",
             "vi": f"{rec.resolution}: kích thước lớn nhất mà mức tối thiểu cho hình mượt "
-                  f"({floor_kbps(w, h)} kbit/s ở {FPS} khung/giây) vừa với tốc độ bắt đầu."})
+                  f"({default_floor_kbps(w, h, FPS)} kbit/s ở {FPS} khung/giây) vừa với tốc độ "
+                  "bắt đầu."})
     buf_s = rec.buffer_ms // 1000
     if not dropouts:
         out.append({
@@ -543,13 +548,15 @@ MAX_TEXT_CHARS = 500
 _RESOLUTION_RE = re.compile(r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$")
 
 
-class ProbeResultError(ValueError):
+class ProbeResultError(Invalid):
     """A probe submission that cannot be stored; ``field`` is its dotted path."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+        super().__init__(problem, field)
+
+    @property
+    def field(self) -> str:
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -567,8 +574,7 @@ class ProbeSubmission:
 
 
 def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return shorten(repr(value), 40, "...")
 
 
 class _Spec:
@@ -590,9 +596,7 @@ class _Num(_Spec):
         self.lo, self.hi, self.nullable = lo, hi, nullable
 
     def _check(self, value: object, path: str) -> float:
-        if (isinstance(value, bool) or not isinstance(value, int | float)
-                or (isinstance(value, float) and not math.isfinite(value))
-                or not self.lo <= value <= self.hi):
+        if not is_number(value) or not within(value, self.lo, self.hi):
             raise ProbeResultError(path, f"must be a finite number within [{self.lo:g}, "
                                          f"{self.hi:g}], got {_show(value)}")
         return float(value)
@@ -603,7 +607,7 @@ class _Int(_Spec):
         self.lo, self.hi, self.nullable = lo, hi, nullable
 
     def _check(self, value: object, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= self.hi:
+        if not is_integer(value) or not within(value, self.lo, self.hi):
             raise ProbeResultError(path, f"must be an integer within [{self.lo}, {self.hi}], "
                                          f"got {_show(value)}")
         return value
@@ -649,17 +653,15 @@ class _Obj(_Spec):
     def _check(self, value: object, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise ProbeResultError(path, f"must be an object, got {_show(value)}")
-        for key in value:
-            if key not in self.fields:
-                raise ProbeResultError(_join(path, _key_label(key)), "unknown field")
-        out: dict[str, Any] = {}
-        for key, spec in self.fields.items():
-            if key not in value:
-                if key in self.optional:
-                    continue
-                raise ProbeResultError(_join(path, key), "missing")
-            out[key] = spec.check(value[key], _join(path, key))
-        return out
+        return check_table(
+            value, self.fields, path,
+            check=lambda key, raw, key_path: self.fields[key].check(raw, key_path),
+            unknown=lambda key: ProbeResultError(join_path(path, _key_label(key)),
+                                                 "unknown field"),
+            missing=lambda key, key_path: (None if key in self.optional
+                                           else ProbeResultError(key_path, "missing")),
+            report=_stop,
+        )
 
 
 class _List(_Spec):
@@ -693,8 +695,9 @@ def _key_label(key: object) -> str:
     return _show(key)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _stop(problem: Invalid) -> None:
+    """A stored result is refused at its first problem."""
+    raise problem
 
 
 _KBPS = _Num(0, MAX_KBPS, nullable=True)

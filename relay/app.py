@@ -12,8 +12,6 @@ Routes:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from monitor.events import EventLog
-from monitor.metrics import RelayMetrics
-from monitor.redact import REDACTOR
-from monitor.store import MonitorStore
 from relay import dashboard, probe
-from relay.heap_trim import HEAP_TRIM_INTERVAL_S, TrimPolicy, trim_if_due
 from relay.responses import (
     json_error,
     presented_token,
@@ -35,20 +28,17 @@ from relay.responses import (
     too_many_attempts,
 )
 from relay.settings import RelaySettings
-from relay.stream import StreamRuntime
-from relay.throttle import CredentialThrottle
+from relay.state import RELAY_KEY, Relay
+from relay.state import TICK_S as TICK_S  # the simulator paces its relay by it
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.1
 WS_HEARTBEAT_S = 10.0
 # After the relay sends a close frame, it waits at most this long for the peer's close frame
 # before dropping the connection (aiohttp's default is 10 s): a refused client cannot hold a
 # connection's buffers by never answering.
 WS_CLOSE_TIMEOUT_S = 2.0
 MESSAGE_SLACK_BYTES = 1024
-
-RELAY_KEY: web.AppKey[Relay] = web.AppKey("relay")
 
 
 class IngestWebSocket(web.WebSocketResponse):
@@ -65,58 +55,6 @@ class IngestWebSocket(web.WebSocketResponse):
     def _on_data_received(self) -> None:
         if not self.closed:
             super()._on_data_received()
-
-
-class Relay:
-    def __init__(self, settings: RelaySettings) -> None:
-        self.settings = settings
-        self.metrics = RelayMetrics()
-        self.events = EventLog(settings.event_log)
-        self.store = MonitorStore(settings.monitor_db)
-        for secret in settings.secrets():
-            REDACTOR.add(secret)
-        self.streams = {s.name: StreamRuntime(s, settings, self.metrics, self.events, self.store)
-                        for s in settings.streams}
-        self._ticker: asyncio.Task[None] | None = None
-        self._throttles: dict[str, CredentialThrottle] = {}
-
-    def throttle(self, scope: str) -> CredentialThrottle:
-        """The wrong-credential throttle of one secret: ``ingest:<stream>`` (that stream's
-        publish token), ``dashboard`` or ``probe``. Separate per secret, so that guessing one
-        never locks a right client of another out from behind the same address (a mobile
-        carrier's NAT); created on first use, for configured names only."""
-        throttle = self._throttles.get(scope)
-        if throttle is None:
-            throttle = self._throttles[scope] = CredentialThrottle()
-        return throttle
-
-    async def start(self) -> None:
-        for s in self.streams.values():
-            s.restore()  # sessions recorded when the relay stopped: continue them, on slate
-        self._ticker = asyncio.create_task(self._tick_forever())
-
-    async def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-        await asyncio.gather(*(s.close() for s in self.streams.values()))
-        self.store.close()
-
-    async def _tick_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
-        trim_policy = TrimPolicy()
-        while True:
-            await asyncio.sleep(TICK_S)
-            if loop.time() >= next_trim:  # after a burst, the freed heap goes back to the OS
-                next_trim = loop.time() + HEAP_TRIM_INTERVAL_S
-                await loop.run_in_executor(None, trim_if_due, trim_policy, loop.time())
-            for s in self.streams.values():
-                try:
-                    await s.tick()
-                except Exception:
-                    log.exception("stream %s: housekeeping failed", s.settings.name)
 
 
 async def ingest(request: web.Request) -> web.StreamResponse:

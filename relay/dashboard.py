@@ -34,16 +34,15 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from monitor.redact import REDACTOR
 from monitor.store import DropoutRow, ProbeRow
+from monitor.validate import DURATION_UNITS, is_integer, is_number, parse_duration_s
 from relay.responses import error_headers, json_error, too_many_attempts
-
-if TYPE_CHECKING:
-    from relay.app import Relay
+from relay.state import RELAY_KEY, Relay
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,6 @@ DROPOUTS_PER_STREAM_MAX = 500  # newest first; the page's timeline shows the las
 QUERY_PARAMS = ("since", "probes")
 OUTPUT_STATES = ("live", "freeze", "slate")  # anything else the platforms see: offline
 
-_DURATION_UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -81,12 +78,12 @@ class QueryError(ValueError):
 # --- pure parts: query parsing and the view ---------------------------------------------------
 
 def parse_since_s(text: str) -> float:
-    """``90s``, ``30m``, ``24h``, ``7d`` or plain seconds, as seconds (0 < x <= 7 days)."""
-    m = _DURATION_RE.match(text)
-    if m is None:
+    """A duration (``monitor.validate.parse_duration_s``: ``90s``, ``30m``, ``24h``, ``7d``; plain
+    numbers are seconds) as seconds, 0 < x <= 7 days."""
+    seconds = parse_duration_s(text, default_unit="s")
+    if seconds is None:
         raise QueryError(f"since={text[:32]!r} is not a duration; valid: a number with an "
-                         "optional unit s, m, h or d (e.g. 30m, 24h)")
-    seconds = float(m.group(1)) * _DURATION_UNITS_S[m.group(2) or "s"]
+                         f"optional unit {DURATION_UNITS} (e.g. 30m, 24h)")
     if not 0 < seconds <= SINCE_S_MAX:
         raise QueryError(f"since={text[:32]!r} is out of range; valid: more than 0 and at most "
                          f"{SINCE_S_MAX / 86400:g} days")
@@ -111,13 +108,13 @@ def parse_query(query: Mapping[str, str]) -> tuple[float, int]:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         return None
     return float(value) if math.isfinite(value) else None
 
 
 def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if is_integer(value) else 0
 
 
 def _text(value: object, max_chars: int = 200) -> str | None:
@@ -348,8 +345,6 @@ def _load_page() -> str:
 
 def add_routes(app: web.Application) -> None:
     """Add ``/dashboard`` and ``/dashboard/api`` for the app's relay (set before this call)."""
-    from relay.app import RELAY_KEY  # here: relay.app imports this module
-
     relay: Relay = app[RELAY_KEY]
     password = relay.settings.dashboard_password
     page = _load_page()

@@ -64,8 +64,8 @@ from monitor.probe_analysis import (
     parse_client_message,
     validate_submission,
 )
-from relay import app as relay_app
 from relay.responses import json_error, presented_token, token_matches, too_many_attempts
+from relay.state import RELAY_KEY
 from uplink import CloseCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def _refusal(request: web.Request, what: str) -> web.Response | None:
     """None when the request carries the probe token or a publish token, else the 401/403,
     or 429 while the client's address is locked out after wrong tokens (relay/throttle.py;
     one throttle for the three routes)."""
-    relay = request.app[relay_app.RELAY_KEY]
+    relay = request.app[RELAY_KEY]
     peer = request.remote or "?"
     throttle = relay.throttle("probe")
     retry_after_s = throttle.allow(peer, time.monotonic())
@@ -264,7 +264,7 @@ async def _send(ws: web.WebSocketResponse, messages: list[bytes]) -> bool:
 # --- /api/probes -------------------------------------------------------------------------------
 @_authenticated("probe results")
 async def post_probe(request: web.Request) -> web.Response:
-    relay = request.app[relay_app.RELAY_KEY]
+    relay = request.app[RELAY_KEY]
     peer = request.remote or "?"
     try:
         text = await request.text()
@@ -289,7 +289,7 @@ async def post_probe(request: web.Request) -> web.Response:
 
 @_authenticated("probe results")
 async def list_probes(request: web.Request) -> web.Response:
-    relay = request.app[relay_app.RELAY_KEY]
+    relay = request.app[RELAY_KEY]
     site: str | None = None
     if "site" in request.query:
         try:

@@ -219,10 +219,6 @@ class Recorder:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    @property
-    def current_file(self) -> Path | None:
-        return self._part.path if self._part is not None else None
-
     def take_notices(self) -> list[Notice]:
         out: list[Notice] = []
         with contextlib.suppress(queue.Empty):
@@ -460,7 +456,8 @@ class Recorder:
         if not force and now - self._last_fsync_at < FSYNC_INTERVAL_S:
             return
         self._last_fsync_at = now
-        paths = [p for p in (self.current_file, self._checkpoint_file) if p is not None]
+        part = self._part.path if self._part is not None else None
+        paths = [p for p in (part, self._checkpoint_file) if p is not None]
         for path in paths:
             try:
                 fd = os.open(path, os.O_RDONLY)

@@ -8,8 +8,8 @@ from pathlib import Path
 from monitor.dropout import LOW_THROUGHPUT_S_DEFAULT, LOW_THROUGHPUT_SHARE_DEFAULT
 from monitor.redact import mask_url
 from relay.rtmp.url import split_rtmp_url
+from uplink.media import BUFFER_MS_DEFAULT
 
-BUFFER_MS_DEFAULT = 5000
 HOLD_S_DEFAULT = 600.0
 GRACE_S_DEFAULT = 600.0
 FREEZE_MS_DEFAULT = 500

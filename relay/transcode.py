@@ -25,10 +25,10 @@ from av.video.frame import VideoFrame
 from relay.playout import AccessUnit
 from relay.settings import OutputProfile
 from uplink import Codec, TrackConfig, TrackKind
+from uplink.media import AacFramer, keyframe_interval_frames, x264_options
 
 log = logging.getLogger(__name__)
 
-AAC_FRAME_SAMPLES = 1024
 OUTPUT_CHANNELS = 2
 CODEC_DECODER_NAMES = {Codec.H264: "h264", Codec.AAC: "aac"}
 
@@ -73,16 +73,10 @@ class OutputEncoder:
         v = self._template.add_stream("libx264", rate=profile.fps)
         v.width, v.height, v.pix_fmt = profile.width, profile.height, "yuv420p"
         v.bit_rate = profile.video_kbps * 1000
-        gop = max(1, round(profile.fps * profile.keyframe_s))
-        v.options = {
-            "preset": profile.x264_preset,
-            "tune": "zerolatency",
-            "g": str(gop),
-            "keyint_min": str(gop),
-            "sc_threshold": "0",  # keyframes exactly every keyframe_s, as platforms ask
-            "maxrate": f"{profile.video_kbps}k",
-            "bufsize": f"{profile.video_kbps * 2}k",
-        }
+        v.options = {**x264_options(profile.x264_preset,
+                                    keyframe_interval_frames(profile.fps, profile.keyframe_s),
+                                    profile.video_kbps, profile.video_kbps * 2,
+                                    zerolatency=True)}
         a = self._template.add_stream("aac", rate=profile.audio_sample_rate)
         a.layout = "stereo"
         a.bit_rate = profile.audio_kbps * 1000
@@ -90,8 +84,7 @@ class OutputEncoder:
         self.video_stream = v
         self.audio_stream = a
         self._video_tb = Fraction(1, profile.fps)
-        self._audio_pending = np.zeros((OUTPUT_CHANNELS, 0), dtype=np.float32)
-        self._audio_samples_out = 0
+        self._aac = AacFramer(OUTPUT_CHANNELS)
 
     def encode_video(self, frame: VideoFrame, index: int) -> list[OutPacket]:
         frame.pts = index
@@ -100,19 +93,14 @@ class OutputEncoder:
 
     def encode_audio(self, samples: npt.NDArray[np.float32]) -> list[OutPacket]:
         """Planar float samples (2, n) at the output rate; encoded in AAC-sized frames."""
-        buf = np.concatenate([self._audio_pending, samples], axis=1)
         out: list[OutPacket] = []
         ctx = self.audio_stream.codec_context
-        while buf.shape[1] >= AAC_FRAME_SAMPLES:
-            chunk = np.ascontiguousarray(buf[:, :AAC_FRAME_SAMPLES])
-            buf = buf[:, AAC_FRAME_SAMPLES:]
+        for pts, chunk in self._aac.push(samples):
             af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
             af.sample_rate = self.profile.audio_sample_rate
-            af.pts = self._audio_samples_out
+            af.pts = pts
             af.time_base = Fraction(1, self.profile.audio_sample_rate)
-            self._audio_samples_out += AAC_FRAME_SAMPLES
             out += _packets(ctx.encode(af), False)
-        self._audio_pending = buf
         return out
 
     def flush(self) -> list[OutPacket]:
@@ -131,7 +119,6 @@ class IngestDecoder:
     def __init__(self, profile: OutputProfile) -> None:
         self.profile = profile
         self._decoders: dict[int, Any] = {}
-        self._time_bases: dict[int, Fraction] = {}
         self._resampler: AudioResampler | None = None
         self.decode_errors = 0
         self.config_errors = 0  # TRACKs the decoder refused (their media is not decoded)
@@ -160,12 +147,6 @@ class IngestDecoder:
                         "decoded", track.track_id, exc)
             return
         self._decoders[track.track_id] = ctx
-        self._time_bases[track.track_id] = Fraction(track.time_base_num, track.time_base_den)
-
-    def reset(self) -> None:
-        self._decoders.clear()
-        self._time_bases.clear()
-        self._resampler = None
 
     def decode_video(self, unit: AccessUnit) -> list[VideoFrame]:
         ctx = self._decoders.get(unit.track_id)

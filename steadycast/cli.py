@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -145,13 +144,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 # --- encode --------------------------------------------------------------------------------
-RESOLUTION_RE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
-
-
 def cmd_encode(args: argparse.Namespace) -> int:
     from encoder.client import PublishRefused, RelayNotTrusted, UplinkClient
     from encoder.settings import EncoderSettings
     from encoder.sources import SourceError
+    from uplink.media import parse_resolution
 
     token = args.token or os.environ.get("STEADYCAST_TOKEN", "")
     if token.startswith("env:"):
@@ -161,8 +158,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     REDACTOR.add(token)
-    m = RESOLUTION_RE.match(args.resolution)
-    if not m or int(m.group(1)) % 2 or int(m.group(2)) % 2:
+    try:
+        width, height = parse_resolution(args.resolution)
+    except ValueError:
         print(f"steadycast encode: --resolution {args.resolution!r} must be WIDTHxHEIGHT with "
               "even numbers, e.g. 1280x720", file=sys.stderr)
         return EXIT_USAGE
@@ -190,7 +188,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         relay_url=args.relay, stream=args.stream, token=token, source=args.source,
         audio=args.audio, abr=args.abr, start_kbps=start_kbps, min_kbps=min_kbps,
         max_kbps=max_kbps, fps_floor_kbps=args.fps_floor_kbps,
-        width=int(m.group(1)), height=int(m.group(2)), fps=args.fps,
+        width=width, height=height, fps=args.fps,
         duration_s=args.duration, title=args.title, x264_preset=args.preset,
         verify_tls=not args.insecure,
         ca_file=Path(args.ca_file).expanduser() if args.ca_file else None,

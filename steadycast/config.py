@@ -20,7 +20,6 @@ import contextlib
 import difflib
 import ipaddress
 import json
-import math
 import os
 import re
 import ssl
@@ -34,6 +33,15 @@ from urllib.parse import urlsplit
 
 from monitor.dropout import LOW_THROUGHPUT_S_DEFAULT, LOW_THROUGHPUT_SHARE_DEFAULT
 from monitor.redact import Redactor, mask_secret, mask_url
+from monitor.validate import (
+    Invalid,
+    check_table,
+    is_integer,
+    is_number,
+    join_path,
+    shorten,
+    within,
+)
 from relay.platform_link import client_ssl_context
 from relay.settings import (
     BUFFER_MS_DEFAULT,
@@ -48,6 +56,7 @@ from relay.settings import (
     TlsSettings,
 )
 from relay.tls import normalize_name, valid_tls_name
+from uplink.media import X264_PRESETS
 
 DEFAULT_CONFIG_RESOURCE = "default_relay.toml"
 EMBEDDED_SOURCE = "<embedded default steadycast/default_relay.toml>"
@@ -68,18 +77,6 @@ TOKEN_MIN_CHARS = 8
 TLS_MODES = ("off", "self-signed", "files")
 TLS_NAMES_MAX = 100
 URL_SCHEMES = ("rtmp", "rtmps")
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
 AUDIO_SAMPLE_RATES_HZ = (44100, 48000)
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
 SHOWN_VALUE_MAX_CHARS = 80
@@ -230,9 +227,7 @@ def _show(value: object) -> str:
         return "an array"
     else:
         text = repr(value)
-    if len(text) > SHOWN_VALUE_MAX_CHARS:
-        text = text[: SHOWN_VALUE_MAX_CHARS - 1] + "…"
-    return text
+    return shorten(text, SHOWN_VALUE_MAX_CHARS)
 
 
 def _got(value: object, secret: bool = False) -> str:
@@ -252,15 +247,12 @@ def _join(path: str, key: object) -> str:
     key_text = key if isinstance(key, str) and BARE_KEY_RE.fullmatch(key) else None
     if key_text is None:
         key_text = _one_line(json.dumps(str(key), ensure_ascii=False))
-    return f"{path}.{key_text}" if path else key_text
+    return join_path(path, key_text)
 
 
 # ---------------------------------------------------------------------------------------------
-# Field checkers: each turns a raw TOML value into a typed one, or raises _Invalid.
-
-
-class _Invalid(Exception):
-    """A bad value; the message says what was found and what is valid."""
+# Field checkers: each turns a raw TOML value into a typed one, or raises Invalid (the
+# message says what was found and what is valid; the table adds the key path).
 
 
 class _Field:
@@ -271,8 +263,8 @@ class _Field:
     def parse(self, value: object, key_path: str, parser: _Parser) -> Any:
         raise NotImplementedError
 
-    def type_error(self, expected: str, value: object) -> _Invalid:
-        return _Invalid(f"expected {expected}, got {_got(value)}; valid: {self.valid}")
+    def type_error(self, expected: str, value: object) -> Invalid:
+        return Invalid(f"expected {expected}, got {_got(value)}; valid: {self.valid}")
 
 
 class _Int(_Field):
@@ -293,11 +285,11 @@ class _Int(_Field):
             self.valid = f"{kind} from {lo} to {hi} ({unit})"
 
     def parse(self, value: object, key_path: str, parser: _Parser) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_integer(value):
             raise self.type_error("an integer", value)
-        ok = value in self.choices if self.choices else self.lo <= value <= self.hi
+        ok = value in self.choices if self.choices else within(value, self.lo, self.hi)
         if not ok or (self.even and value % 2):
-            raise _Invalid(f"{_show(value)} is out of range; valid: {self.valid}")
+            raise Invalid(f"{_show(value)} is out of range; valid: {self.valid}")
         return value
 
 
@@ -310,13 +302,11 @@ class _Float(_Field):
         self.valid = f"a number {low} {hi:g} ({unit})"
 
     def parse(self, value: object, key_path: str, parser: _Parser) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not is_number(value):
             raise self.type_error("a number", value)
-        number = float(value)
-        above_lo = number > self.lo if self.lo_exclusive else number >= self.lo
-        if not (math.isfinite(number) and above_lo and number <= self.hi):
-            raise _Invalid(f"{_show(value)} is out of range; valid: {self.valid}")
-        return number
+        if not within(value, self.lo, self.hi, lo_exclusive=self.lo_exclusive):
+            raise Invalid(f"{_show(value)} is out of range; valid: {self.valid}")
+        return float(value)
 
 
 class _Bool(_Field):
@@ -350,7 +340,7 @@ class _Str(_Field):
         if (self.choices and value not in self.choices) or (
             self.pattern is not None and not self.pattern.fullmatch(value)
         ):
-            raise _Invalid(f"{_show(value)} is not allowed; valid: {self.valid}")
+            raise Invalid(f"{_show(value)} is not allowed; valid: {self.valid}")
         return value
 
 
@@ -365,23 +355,23 @@ class _Secret(_Field):
 
     def parse(self, value: object, key_path: str, parser: _Parser) -> str:
         if not isinstance(value, str):
-            raise _Invalid(
+            raise Invalid(
                 f"expected a string, got {_got(value, secret=True)}; valid: {self.valid}"
             )
         try:
             secret = resolve_secret(value, key_path, parser.env)
         except ConfigError as e:
-            raise _Invalid("; ".join(p.message for p in e.problems)) from None
+            raise Invalid("; ".join(p.message for p in e.problems)) from None
         parser.secrets.append(secret)
         if not secret and not self.required:
             return ""  # an optional secret left unset ("env:NAME:-")
         if len(secret) < self.min_chars:
-            raise _Invalid(
+            raise Invalid(
                 f"{mask_secret(secret)} is too short ({len(secret)} characters); "
                 f"valid: {self.valid}"
             )
         if any(c.isspace() or not c.isprintable() for c in secret):
-            raise _Invalid(
+            raise Invalid(
                 f"{mask_secret(secret)} contains spaces or control characters; valid: {self.valid}"
             )
         return secret
@@ -404,9 +394,9 @@ class _Path(_Field):
         if not value:
             if self.default is None:
                 return None
-            raise _Invalid(f"must not be empty; valid: {self.valid}")
+            raise Invalid(f"must not be empty; valid: {self.valid}")
         if "\x00" in value:
-            raise _Invalid(f"{_show(value)} contains a NUL character; valid: {self.valid}")
+            raise Invalid(f"{_show(value)} contains a NUL character; valid: {self.valid}")
         path = parser.resolve_path(value)
         if self.image:
             _check_image(value, path)
@@ -419,12 +409,12 @@ def _check_image(value: str, path: Path) -> None:
             head = f.read(8)
     except (OSError, ValueError) as e:
         reason = "does not exist" if isinstance(e, FileNotFoundError) else "cannot be read"
-        raise _Invalid(
+        raise Invalid(
             f"{_show(value)} {reason} (resolved to {_show(str(path))}); "
             'valid: a path to an existing PNG or JPEG file, or "" for none'
         ) from None
     if not head.startswith(IMAGE_MAGIC):
-        raise _Invalid(
+        raise Invalid(
             f"{_show(value)} is not a PNG or JPEG image (resolved to {_show(str(path))}); "
             'valid: a path to an existing PNG or JPEG file, or "" for none'
         )
@@ -442,25 +432,25 @@ class _Listen(_Field):
             host, close, rest = value[1:].partition("]")
             port_text = rest[1:] if rest.startswith(":") else None
             if not close or port_text is None:
-                raise _Invalid(f"{bad}; valid: {self.valid}")
+                raise Invalid(f"{bad}; valid: {self.valid}")
             try:
                 ipaddress.IPv6Address(host)
             except ValueError:
-                raise _Invalid(
+                raise Invalid(
                     f"{bad}: {_show(host)} is not an IPv6 address; valid: {self.valid}"
                 ) from None
         else:
             host, colon, port_text = value.rpartition(":")
             if not colon or not host:
-                raise _Invalid(f"{bad}: it needs a host and a port; valid: {self.valid}")
+                raise Invalid(f"{bad}: it needs a host and a port; valid: {self.valid}")
             if ":" in host:
-                raise _Invalid(f"{bad}: put an IPv6 address in brackets; valid: {self.valid}")
+                raise Invalid(f"{bad}: put an IPv6 address in brackets; valid: {self.valid}")
             if not _valid_host(host):
-                raise _Invalid(
+                raise Invalid(
                     f"{bad}: {_show(host)} is not a host name or IPv4 address; valid: {self.valid}"
                 )
         if not PORT_RE.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
-            raise _Invalid(f"{bad}: port {_show(port_text)} is out of range; valid: {self.valid}")
+            raise Invalid(f"{bad}: port {_show(port_text)} is out of range; valid: {self.valid}")
         return host, int(port_text)
 
 
@@ -487,25 +477,25 @@ class _Url(_Field):
             raise self.type_error("a string", value)
         shown = _show_url(value)
         if any(c.isspace() or not c.isprintable() for c in value):
-            raise _Invalid(f"{shown} contains spaces or control characters; valid: {self.valid}")
+            raise Invalid(f"{shown} contains spaces or control characters; valid: {self.valid}")
         try:
             parts = urlsplit(value)
             host = parts.hostname
             _ = parts.port  # raises ValueError on a bad port
         except ValueError:
-            raise _Invalid(f"{shown} is not a valid URL; valid: {self.valid}") from None
+            raise Invalid(f"{shown} is not a valid URL; valid: {self.valid}") from None
         if parts.scheme not in URL_SCHEMES:
             scheme = f"scheme {_show(parts.scheme)}" if parts.scheme else "no scheme"
-            raise _Invalid(f"{shown} has {scheme}; valid: {self.valid}")
+            raise Invalid(f"{shown} has {scheme}; valid: {self.valid}")
         if "@" in parts.netloc:
-            raise _Invalid(
+            raise Invalid(
                 f"{shown} embeds credentials (user:password@); put the stream key in 'key' "
                 f"instead; valid: {self.valid}"
             )
         if not host:
-            raise _Invalid(f"{shown} has no host; valid: {self.valid}")
+            raise Invalid(f"{shown} has no host; valid: {self.valid}")
         if not parts.path.strip("/"):
-            raise _Invalid(
+            raise Invalid(
                 f"{shown} has no application (the path after the host, e.g. /live2); "
                 f"valid: {self.valid}"
             )
@@ -526,19 +516,19 @@ class _TlsNames(_Field):
         if not isinstance(value, list):
             raise self.type_error("an array", value)
         if not 1 <= len(value) <= TLS_NAMES_MAX:
-            raise _Invalid(f"has {len(value)} names; valid: {self.valid}")
+            raise Invalid(f"has {len(value)} names; valid: {self.valid}")
         seen: dict[object, int] = {}
         for i, name in enumerate(value):
             if not isinstance(name, str):
-                raise _Invalid(f"[{i}]: expected a string, got {_got(name)}; valid: {self.valid}")
+                raise Invalid(f"[{i}]: expected a string, got {_got(name)}; valid: {self.valid}")
             if not valid_tls_name(name):
-                raise _Invalid(
+                raise Invalid(
                     f"[{i}]: {_show(name)} is not a DNS name or an IP address (write IPv6 "
                     f"without brackets); valid: {self.valid}"
                 )
             key = normalize_name(name)
             if key in seen:
-                raise _Invalid(
+                raise Invalid(
                     f"[{i}]: {_show(name)} repeats [{seen[key]}]; valid: {self.valid}"
                 )
             seen[key] = i
@@ -656,28 +646,27 @@ class _Parser:
                 f"{', '.join(fields)}",
             )
             return out
-        for key in value:
-            if not isinstance(key, str) or key not in fields:
-                self.unknown_key(key, key_path, fields)
-        for key, field in fields.items():
-            path = _join(key_path, key)
-            if key not in value:
-                if field.required:
-                    self.problem(path, f"is required; valid: {field.valid}")
-                continue
-            try:
-                out[key] = field.parse(value[key], path, self)
-            except _Invalid as e:
-                self.problem(path, str(e))
+
+        def missing(key: str, path: str) -> Invalid | None:
+            field = fields[key]
+            return Invalid(f"is required; valid: {field.valid}", path) if field.required else None
+
+        out.update(check_table(
+            value, fields, key_path,
+            check=lambda key, raw, path: fields[key].parse(raw, path, self),
+            unknown=lambda key: self.unknown_key(key, key_path, fields),
+            missing=missing,
+            report=lambda problem: self.problem(problem.path, problem.problem),
+        ))
         return out
 
-    def unknown_key(self, key: object, key_path: str, fields: Mapping[str, _Field]) -> None:
+    def unknown_key(self, key: object, key_path: str, fields: Mapping[str, _Field]) -> Invalid:
         hint = ";"
         if isinstance(key, str):
             close = difflib.get_close_matches(key, list(fields), n=1)
             if close:
                 hint = f"; did you mean '{close[0]}'?"
-        self.problem(_join(key_path, key), f"unknown key{hint} valid keys: {', '.join(fields)}")
+        return Invalid(f"unknown key{hint} valid keys: {', '.join(fields)}", _join(key_path, key))
 
     # -- sections --------------------------------------------------------------------------
 

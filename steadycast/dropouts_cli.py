@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sqlite3
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 from benchmarks.bench import positive_int
 from monitor.store import DropoutRow, MonitorStore, StoreError
+from monitor.validate import parse_duration_s
 
 EXIT_OK = 0
 EXIT_NO_DB = 1
@@ -35,8 +35,6 @@ EXIT_USAGE = 2
 LIMIT_DEFAULT = 100  # table rows (the newest); the summary counts every row
 UNFINISHED = "unfinished"  # end of a row still open: ongoing, or the relay died during it
 
-SINCE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)", re.IGNORECASE)
-SINCE_UNIT_S = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 SINCE_VALID = "a duration back from now (90s, 30m, 24h, 7d, 2w) or a date or time " \
               "(2024-05-01, 2024-05-01T08:00, local time unless it ends in Z or +07:00)"
 
@@ -64,9 +62,9 @@ def parse_since(text: str, now_s: float, tz: tzinfo | None = None) -> float:
     """``--since`` as Unix seconds: a duration back from ``now_s`` or an ISO date/time
     (naive ones in ``tz``, default the local time zone). Raises UsageError."""
     value = text.strip()
-    m = SINCE_RE.fullmatch(value)
-    if m:
-        return now_s - float(m.group(1)) * SINCE_UNIT_S[m.group(2).lower()]
+    duration_s = parse_duration_s(value)
+    if duration_s is not None:
+        return now_s - duration_s
     try:
         when = datetime.fromisoformat(value)
     except ValueError:

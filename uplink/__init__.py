@@ -3,7 +3,8 @@
 Sans-I/O: `wire` (messages, encode/decode), `UplinkSender` (encoder side) and
 `UplinkReceiver` (relay side) take bytes and `now` in and give bytes and events back.
 `Spool` is the seq-keyed byte store (memory, then a spill file) that holds the sender's
-unacknowledged payloads; the relay's recorder reuses it.
+unacknowledged payloads; the relay's recorder reuses it. ``uplink.media`` (imported on its
+own) holds the media conventions both ends share: AAC framing, libx264's options, sizes.
 The specification is docs/uplink-protocol.md.
 """
 

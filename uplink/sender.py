@@ -175,7 +175,6 @@ class UplinkSender:
         dts: int,
         capture_time_us: int,
         payload: bytes,
-        now: float,
     ) -> int:
         """Queue one access unit; returns its seq (0, 1, 2, ... per session).
 
@@ -224,10 +223,10 @@ class UplinkSender:
 
     # -- connection events -------------------------------------------------------------------
 
-    def connection_made(self, now: float) -> None:
+    def connection_made(self) -> None:
         """A new transport is up: HELLO is queued; media waits for WELCOME."""
         if self._transport_up:
-            self.connection_lost(now)
+            self.connection_lost()
         self._transport_up = True
         self._welcomed = False
         self._closing = False
@@ -235,7 +234,7 @@ class UplinkSender:
         self._control = deque([Hello(session_id=self._session_id, acked_seq=self._low)])
         self._sent_tracks = {}
 
-    def connection_lost(self, now: float) -> None:
+    def connection_lost(self) -> None:
         """The transport is gone: whatever was in flight is unsent again."""
         self._transport_up = False
         self._welcomed = False
@@ -319,7 +318,7 @@ class UplinkSender:
                     self._retransmitted_bytes_total += entry.size
         return out
 
-    def stats_message(self, now: float, target_kbps: int) -> bytes:
+    def stats_message(self, target_kbps: int) -> bytes:
         """An encoded STATS with the current backlog and the encoder's target bitrate."""
         return encode(
             SenderStats(

@@ -62,8 +62,8 @@ Adaptations (where the description is silent or our loop differs):
 
 from __future__ import annotations
 
-from encoder.abr import register
 from encoder.abr.base import UPDATE_INTERVAL_S, AbrController, AbrLimits, Observation
+from encoder.abr.registry import register
 
 TICK_S = 0.020  # belacoder's polling period (BITRATE_UPDATE_INT): the per-sample factors' unit
 SRT_PAYLOAD_BYTES = 1316  # one SRT live-mode packet of payload: the unit of the buffer thresholds

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from encoder.abr import register
 from encoder.abr.base import AbrController, Observation
+from encoder.abr.registry import register
 
 
 @register

@@ -100,8 +100,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
-from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
+from encoder.abr.registry import register
 
 # -- packet groups and delay variation ([GCC] 5.1, 5.2) -----------------------------------------
 BURST_TIME_S = 0.005  # burst_time: samples sent within this of a group's first join it

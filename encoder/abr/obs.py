@@ -38,8 +38,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
+from encoder.abr.registry import register
 
 CONGESTION_UNSENT_MS = 200  # this much media waiting unsent is congestion
 RECOVER_INTERVAL_S = 4.0  # a rise at most this often, counted from the last change

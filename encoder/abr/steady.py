@@ -52,8 +52,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from encoder.abr import register
 from encoder.abr.base import AbrController, AbrLimits, Observation
+from encoder.abr.registry import register
 from uplink.window import WindowedExtreme
 
 QUEUE_TARGET_MS = 250  # standing queue kept behind the link (well inside the relay's buffer)

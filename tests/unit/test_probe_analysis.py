@@ -13,8 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encoder.frame_rate import FLOOR_BITS_PER_PIXEL as ENCODER_FLOOR_BITS_PER_PIXEL
-from encoder.frame_rate import default_floor_kbps
 from encoder.probe import (
     FILLER_MESSAGE_BYTES,
     IDLE_PING_INTERVAL_S,
@@ -24,12 +22,8 @@ from encoder.probe import (
     ProbeSender,
     RttMeasured,
 )
-from encoder.settings import AUDIO_KBPS as ENCODER_AUDIO_KBPS
 from monitor.probe_analysis import (
-    AUDIO_KBPS,
-    FLOOR_BITS_PER_PIXEL,
     MAX_RESULT_BYTES,
-    RELAY_DEFAULT_BUFFER_S,
     RESOLUTIONS,
     Ack,
     Filler,
@@ -43,7 +37,6 @@ from monitor.probe_analysis import (
     encode_filler,
     encode_ping,
     encode_pong,
-    floor_kbps,
     format_report,
     parse_client_message,
     parse_relay_message,
@@ -53,9 +46,9 @@ from monitor.probe_analysis import (
     validate_submission,
 )
 from relay.probe import ProbeServerSession
-from relay.settings import BUFFER_MS_DEFAULT
-from steadycast.cli import RESOLUTION_RE, main
+from steadycast.cli import main
 from uplink import CloseCode, ProtocolError
+from uplink.media import parse_resolution
 
 T0 = 100.0  # the probe's start on the test clock
 
@@ -187,13 +180,9 @@ def test_percentile_matches_linear_interpolation() -> None:
     assert percentile([10, 20, 30, 40, 50], 10) == 14.0
 
 
-def test_constants_agree_with_the_encoder_and_the_relay() -> None:
-    assert AUDIO_KBPS == ENCODER_AUDIO_KBPS
-    assert FLOOR_BITS_PER_PIXEL == ENCODER_FLOOR_BITS_PER_PIXEL
-    assert RELAY_DEFAULT_BUFFER_S * 1000 == BUFFER_MS_DEFAULT
-    for w, h in RESOLUTIONS:  # each is a valid `steadycast encode --resolution`
-        assert RESOLUTION_RE.match(f"{w}x{h}") and w % 2 == 0 and h % 2 == 0
-        assert floor_kbps(w, h) == default_floor_kbps(w, h, 30)
+def test_every_recommended_size_is_a_valid_encode_resolution() -> None:
+    for w, h in RESOLUTIONS:
+        assert parse_resolution(f"{w}x{h}") == (w, h)
 
 
 # --- wire ----------------------------------------------------------------------------------

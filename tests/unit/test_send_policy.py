@@ -35,7 +35,7 @@ class Pair:
         self.acked_events: list[Acked] = []
 
     def connect(self, now: float) -> None:
-        self.sender.connection_made(now)
+        self.sender.connection_made()
         self.receiver.connection_made(now)
         self.deliver(now)  # HELLO out, WELCOME back
 
@@ -43,7 +43,7 @@ class Pair:
         n = self.frame
         self.frame += 1
         capture_us = round(n * 1_000_000 / FPS)
-        seq = self.sender.push_media(VIDEO_ID, keyframe, n, n, capture_us, bytes(size), now)
+        seq = self.sender.push_media(VIDEO_ID, keyframe, n, n, capture_us, bytes(size))
         self.policy.note_unit(seq, VIDEO_ID, keyframe, capture_us)
         return seq
 

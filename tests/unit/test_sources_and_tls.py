@@ -1,9 +1,7 @@
-"""The file source loops a real media file; the relay's self-signed TLS is made once and kept;
-imports point one way between the packages."""
+"""The file source loops a real media file; the relay's self-signed TLS is made once and kept."""
 
 from __future__ import annotations
 
-import ast
 import ssl
 from fractions import Fraction
 from pathlib import Path
@@ -16,8 +14,6 @@ from encoder.framecode import read_frame_code
 from encoder.sources import FileSource, SourceError, open_source
 from relay.settings import TlsSettings
 from relay.tls import server_ssl_context
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _make_clip(path: Path, seconds: float = 1.0, fps: int = 10) -> None:
@@ -89,29 +85,3 @@ def test_self_signed_certificate_is_made_once_and_kept(tmp_path: Path) -> None:
     assert cert.read_bytes() == first
     assert oct((tmp_path / "tls" / "relay-key.pem").stat().st_mode & 0o777) == "0o600"
     assert server_ssl_context(TlsSettings(mode="off"), tmp_path, "x") is None
-
-
-ALLOWED_IMPORTS = {
-    "uplink": set(),
-    "monitor": {"uplink"},
-    "relay": {"monitor", "uplink"},
-    "encoder": {"monitor", "uplink"},
-    "benchmarks": {"encoder", "relay", "monitor", "uplink"},
-    "steadycast": {"benchmarks", "encoder", "relay", "monitor", "uplink"},
-}
-
-
-@pytest.mark.parametrize("package", sorted(ALLOWED_IMPORTS))
-def test_imports_point_one_way(package: str) -> None:
-    ours = set(ALLOWED_IMPORTS)
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            for name in names:
-                top = name.split(".")[0]
-                if top in ours and top != package:
-                    assert top in ALLOWED_IMPORTS[package], f"{path.name} imports {name}"

@@ -168,7 +168,7 @@ def test_bad_source_specs_name_what_is_valid(spec: str, message: str) -> None:
 
 
 def test_sources_describe_themselves(tmp_path: Path) -> None:
-    pattern = TestPatternSource(320, 180, 30, 48000, "t")
+    pattern = TestPatternSource(320, 180, 30, "t")
     assert pattern.describe() == "test pattern: 320x180 at 30 fps"
     clip = tmp_path / "c.avi"
     _write_camera_clip(clip, frames=5)
@@ -195,7 +195,7 @@ class _OtherVideo:
 
 
 def test_none_and_tone_give_mono_float32_and_auto_follows_the_video_source() -> None:
-    pattern = TestPatternSource(64, 48, 10, 48000, "t")
+    pattern = TestPatternSource(64, 48, 10, "t")
     silent = open_audio("none", pattern, 48000)
     assert isinstance(silent, SilentAudio) and "silent AAC track" in silent.describe()
     assert silent.audio(1600).shape == (1, 1600) and not silent.audio(10).any()
@@ -229,7 +229,7 @@ def test_file_audio_comes_from_the_file_source(tmp_path: Path) -> None:
 
 
 def test_audio_spec_errors_say_what_to_do_instead(tmp_path: Path) -> None:
-    pattern = TestPatternSource(64, 48, 10, 48000, "t")
+    pattern = TestPatternSource(64, 48, 10, "t")
     with pytest.raises(SourceError, match="takes the audio of a file:PATH video source"):
         open_audio("file", pattern, 48000)
     silent_clip = tmp_path / "silent.avi"
@@ -251,7 +251,7 @@ def test_audio_spec_errors_say_what_to_do_instead(tmp_path: Path) -> None:
 
 def test_audio_device_that_cannot_be_opened_lists_what_was_tried() -> None:
     with pytest.raises(SourceError) as caught:
-        open_audio("device:nonexistent", TestPatternSource(64, 48, 10, 48000, "t"), 48000)
+        open_audio("device:nonexistent", TestPatternSource(64, 48, 10, "t"), 48000)
     message = str(caught.value)
     assert "audio device 'nonexistent' could not be opened; tried" in message
     assert "--audio tone|none" in message

@@ -232,21 +232,21 @@ class Sim:
         for _ in range(count):
             i = self.sender.next_seq_to_assign
             seq = self.sender.push_media(
-                0, i % 10 == 0, i, i, 1_700_000_000_000_000 + i * 33_000, b"p" * size, self.now
+                0, i % 10 == 0, i, i, 1_700_000_000_000_000 + i * 33_000, b"p" * size
             )
             self.sizes[seq] = size
 
     def connect(self) -> None:
         if self.connected:
             self.drop()
-        self.sender.connection_made(self.now)
+        self.sender.connection_made()
         self.receiver.connection_made(self.now)
         self.connected = True
 
     def drop(self) -> None:
         self.up.clear()
         self.down.clear()
-        self.sender.connection_lost(self.now)
+        self.sender.connection_lost()
         self.receiver.connection_lost(self.now)
         self.connected = False
 

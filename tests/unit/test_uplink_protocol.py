@@ -61,14 +61,14 @@ class Link:
     down_is_open: bool = True
 
     def connect(self, now: float) -> None:
-        self.sender.connection_made(now)
+        self.sender.connection_made()
         self.receiver.connection_made(now)
 
     def drop(self, now: float) -> None:
         """The connection dies: whatever is in flight is lost."""
         self.up.clear()
         self.down.clear()
-        self.sender.connection_lost(now)
+        self.sender.connection_lost()
         self.receiver.connection_lost(now)
 
     def step(self, now: float, max_bytes: int | None = None) -> None:
@@ -102,7 +102,7 @@ def new_link(delay_s: float = 0.05, buffer_ms: int = 5000) -> Link:
     return Link(sender, UplinkReceiver(buffer_ms=buffer_ms), delay_s=delay_s)
 
 
-def push(sender: UplinkSender, n: int, now: float = 0.0, size: int = 1000) -> list[int]:
+def push(sender: UplinkSender, n: int, size: int = 1000) -> list[int]:
     """n video frames at 30 fps of capture time, keyframe every 30."""
     seqs = []
     for _ in range(n):
@@ -115,7 +115,6 @@ def push(sender: UplinkSender, n: int, now: float = 0.0, size: int = 1000) -> li
                 dts=i * 3000,
                 capture_time_us=EPOCH_US + i * 33_333,
                 payload=bytes([i % 256]) * size,
-                now=now,
             )
         )
     return seqs
@@ -147,7 +146,7 @@ def test_normal_flow_delivers_every_seq_in_order_and_acks_release_memory() -> No
     link.connect(0.0)
     now = 0.0
     for _ in range(90):  # 3 s of 30 fps video
-        push(link.sender, 1, now)
+        push(link.sender, 1)
         now = link.run(now, now + 1 / 30)
     now = link.run(now, now + 1.0)
 
@@ -171,7 +170,7 @@ def test_sender_queues_only_hello_until_welcome() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
     push(sender, 3)
-    sender.connection_made(0.0)
+    sender.connection_made()
     out = sender.data_to_send(0.0)
     assert [type(decode(m)) for m in out] == [Hello]
     assert decode(out[0]) == Hello(SESSION, acked_seq=0)
@@ -186,18 +185,18 @@ def test_sender_queues_only_hello_until_welcome() -> None:
 def test_rtt_sample_is_send_to_ack_time_and_srtt_smooths() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.1)
     assert sender.srtt_s is None
-    push(sender, 2, now=1.0)
+    push(sender, 2)
     sender.data_to_send(1.0)
     [event] = sender.receive(encode(Ack(2, 1000, 300)), 1.25)
     assert isinstance(event, Acked) and (event.next_seq, event.newly_acked_bytes) == (2, 2000)
     assert event.rtt_s == pytest.approx(0.25)
     assert sender.srtt_s == pytest.approx(0.25)
     assert sender.last_ack_time == 1.25
-    push(sender, 1, now=2.0)
+    push(sender, 1)
     sender.data_to_send(2.0)
     sender.receive(encode(Ack(3, 1000, 300)), 2.65)
     assert sender.srtt_s == pytest.approx(0.25 + 0.125 * (0.65 - 0.25))
@@ -206,13 +205,13 @@ def test_rtt_sample_is_send_to_ack_time_and_srtt_smooths() -> None:
 def test_min_rtt_is_the_lowest_sample_of_the_last_minute() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     assert sender.min_rtt_s is None
     samples = ((1.0, 0.2), (2.0, 0.5), (30.0, 0.4), (70.0, 0.6))
     for seq, (at, rtt) in enumerate(samples, start=1):
-        push(sender, 1, now=at)
+        push(sender, 1)
         sender.data_to_send(at)
         sender.receive(encode(Ack(seq, 1000, 300)), at + rtt)
         if at == 30.0:
@@ -224,14 +223,14 @@ def test_min_rtt_is_the_lowest_sample_of_the_last_minute() -> None:
 def test_karn_rule_retransmitted_media_gives_no_rtt_sample() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     push(sender, 3)
     sender.data_to_send(0.0)
-    sender.connection_lost(1.0)
+    sender.connection_lost()
     assert sender.unsent_bytes == 3000
-    sender.connection_made(2.0)
+    sender.connection_made()
     sender.data_to_send(2.0)
     sender.receive(encode(Welcome(True, 0, 1000)), 2.1)
     assert len(sender.data_to_send(2.1)) == 1 + 3  # TRACK + the 3 frames again
@@ -245,11 +244,11 @@ def test_reconnect_resends_unacked_and_receiver_gets_every_seq_once_in_order() -
     link = new_link()
     link.connect(0.0)
     now = link.run(0.0, 0.2)
-    push(link.sender, 40, now)
+    push(link.sender, 40)
     now = link.run(now, now + 0.03)  # part delivered, part in flight, acks in flight
     assert 0 < len(link.delivered()) < 40 or link.up
     link.drop(now)
-    push(link.sender, 20, now)  # the encoder keeps going during the outage
+    push(link.sender, 20)  # the encoder keeps going during the outage
     assert link.sender.unsent_bytes == link.sender.backlog_bytes
     link.connect(now + 2.0)
     now = link.run(now + 2.0, now + 3.0)
@@ -268,7 +267,7 @@ def test_reconnect_after_lost_acks_skips_what_welcome_reports() -> None:
     link.connect(0.0)
     now = link.run(0.0, 0.2)
     link.down_is_open = False  # every ACK is lost from here on
-    push(link.sender, 10, now)
+    push(link.sender, 10)
     now = link.run(now, now + 0.5)
     assert link.delivered() == list(range(10))
     assert link.sender.acked_seq == 0 and link.sender.backlog_bytes == 10_000
@@ -300,11 +299,11 @@ def test_relay_restart_fresh_receiver_is_not_resumed_and_sender_resends_what_it_
     link = new_link()
     link.connect(0.0)
     now = link.run(0.0, 0.2)
-    push(link.sender, 10, now)
+    push(link.sender, 10)
     now = link.run(now, now + 0.5)
     assert link.sender.acked_seq == 10
     link.down_is_open = False
-    push(link.sender, 10, now)
+    push(link.sender, 10)
     now = link.run(now, now + 0.5)  # delivered to the old relay, acks lost
     link.drop(now)
     link.down_is_open = True
@@ -324,14 +323,14 @@ def test_welcome_lower_than_acked_is_trusted_and_sender_resends_everything_it_ho
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
     push(sender, 6)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     sender.data_to_send(0.0)
     sender.receive(encode(Ack(2, 1000, 10, ((4, 6),))), 0.1)
     assert sender.acked_seq == 2 and sender.backlog_bytes == 2000
-    sender.connection_lost(0.2)
-    sender.connection_made(0.3)
+    sender.connection_lost()
+    sender.connection_made()
     assert decode(sender.data_to_send(0.3)[0]) == Hello(SESSION, acked_seq=2)
     sender.receive(encode(Welcome(True, 0, 1000)), 0.4)  # lower than what we know was acked
     seqs = [m.seq for m in map(decode, sender.data_to_send(0.4)) if isinstance(m, Media)]
@@ -353,7 +352,7 @@ def test_welcome_tells_the_configured_delay_and_acks_the_level_an_outage_drew_do
     link = new_link(buffer_ms=5000)
     handshake(link, 0.0)
     assert link.sender.relay_delay_ms == 5000
-    push(link.sender, 3, now=0.1)
+    push(link.sender, 3)
     link.receiver.set_buffer_ms(1800)  # an outage drained the playout buffer
     link.run(0.1, 1.0)
     assert link.sender.relay_buffer_ms == 1800
@@ -368,7 +367,7 @@ def test_backfill_jump_sends_live_edge_first_then_older_media_flagged_backfill()
     link.connect(0.0)
     now = link.run(0.0, 0.2)
     link.drop(now)
-    push(link.sender, 60, now)  # a 2 s outage, longer than the relay wants to wait
+    push(link.sender, 60)  # a 2 s outage, longer than the relay wants to wait
     handshake(link, now + 2.0)
     link.sender.jump_to_live(30)  # the newest keyframe
     out = [decode(m) for m in link.sender.data_to_send(now + 2.0)]
@@ -387,7 +386,7 @@ def test_sack_ranges_in_ack_and_sender_skips_them_on_resend() -> None:
     link.connect(0.0)
     now = link.run(0.0, 0.2)
     link.drop(now)
-    push(link.sender, 40, now)
+    push(link.sender, 40)
     handshake(link, now)
     link.sender.jump_to_live(30)
     # only the live edge (TRACKs + 30..39) fits before the link dies
@@ -420,7 +419,7 @@ def test_reconnect_after_lost_sack_acks_resends_and_receiver_drops_duplicates() 
     link.connect(0.0)
     now = link.run(0.0, 0.2)
     link.drop(now)
-    push(link.sender, 20, now)
+    push(link.sender, 20)
     handshake(link, now)
     link.sender.jump_to_live(10)
     sent = link.sender.data_to_send(now, max_bytes=2 * 100 + 10 * 1035)  # TRACKs + 10..19
@@ -460,9 +459,9 @@ def test_track_config_change_mid_stream_reaches_relay_before_the_media_it_applie
     link = new_link()
     link.connect(0.0)
     now = link.run(0.0, 0.2)
-    push(link.sender, 5, now)
+    push(link.sender, 5)
     link.sender.add_track(replace(VIDEO, width=640, height=360, extradata=b"\x01small"))
-    push(link.sender, 5, now)
+    push(link.sender, 5)
     now = link.run(now, now + 0.5)
     order = [
         ("track", e.track.width, e.changed) if isinstance(e, TrackConfigured) else e.media.seq
@@ -485,7 +484,7 @@ def test_resend_after_reconnect_uses_the_config_that_applied_to_old_media() -> N
     small = replace(VIDEO, width=640, height=360)
     sender.add_track(small)
     push(sender, 2)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     out = [decode(m) for m in sender.data_to_send(0.0)]
@@ -500,7 +499,7 @@ def test_resend_after_reconnect_uses_the_config_that_applied_to_old_media() -> N
 def test_sender_data_to_send_respects_max_bytes_but_always_allows_one_message() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
-    sender.connection_made(0.0)
+    sender.connection_made()
     assert len(sender.data_to_send(0.0, max_bytes=1)) == 1  # HELLO alone
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     push(sender, 3, size=5000)
@@ -521,7 +520,7 @@ def test_sender_backlog_ms_spans_oldest_unacked_to_newest_pushed() -> None:
     push(sender, 31)  # 30 frame intervals of 33.333 ms
     assert sender.backlog_ms == 999
     assert sender.backlog_bytes == 31_000 and sender.unsent_bytes == 31_000
-    stats = decode(sender.stats_message(0.0, target_kbps=750))
+    stats = decode(sender.stats_message(target_kbps=750))
     assert stats == SenderStats(backlog_bytes=31_000, backlog_ms=999, target_kbps=750)
 
 
@@ -537,9 +536,9 @@ def test_sender_validates_its_inputs() -> None:
         sender.add_track(replace(VIDEO, time_base_den=0))
     sender.add_track(VIDEO)
     with pytest.raises(ValueError, match="payload is empty"):
-        sender.push_media(0, True, 0, 0, 0, b"", now=0.0)
+        sender.push_media(0, True, 0, 0, 0, b"")
     with pytest.raises(ValueError, match="MEDIA pts"):
-        sender.push_media(0, True, 2**63, 0, 0, b"x", now=0.0)
+        sender.push_media(0, True, 2**63, 0, 0, b"x")
     assert sender.next_seq_to_assign == 0
     with pytest.raises(ValueError, match="jump_to_live"):
         sender.jump_to_live(5)
@@ -559,7 +558,7 @@ def test_sender_refuses_bad_messages_before_welcome(
     message: bytes, code: CloseCode, words: str
 ) -> None:
     sender = UplinkSender(SESSION)
-    sender.connection_made(0.0)
+    sender.connection_made()
     with pytest.raises(ProtocolError) as info:
         sender.receive(message, 0.0)
     assert info.value.code == code and words in info.value.detail
@@ -569,7 +568,7 @@ def test_sender_refuses_acks_for_seqs_it_never_assigned_and_a_second_welcome() -
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
     push(sender, 3)
-    sender.connection_made(0.0)
+    sender.connection_made()
     with pytest.raises(ProtocolError, match="WELCOME next_seq 4 is beyond"):
         sender.receive(encode(Welcome(True, 4, 0)), 0.0)
     sender.receive(encode(Welcome(False, 0, 0)), 0.0)
@@ -586,7 +585,7 @@ def test_sender_refuses_acks_for_seqs_it_never_assigned_and_a_second_welcome() -
 def test_remote_bye_stops_sending_and_nothing_may_follow_it() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.receive(encode(Welcome(False, 0, 0)), 0.0)
     push(sender, 2)
     assert sender.receive(encode(Bye("relay shutting down")), 0.1) == [
@@ -782,7 +781,7 @@ def test_relay_bye_ends_the_connection_from_the_relay_side() -> None:
 def test_sender_bye_stops_sending_but_accepts_acks_in_flight() -> None:
     sender = UplinkSender(SESSION)
     sender.add_track(VIDEO)
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.receive(encode(Welcome(False, 0, 0)), 0.0)
     push(sender, 2)
     sender.data_to_send(0.0)
@@ -797,7 +796,7 @@ def test_sender_bye_stops_sending_but_accepts_acks_in_flight() -> None:
 # the sender's spool: payloads in memory, then on disk
 
 
-def push_random(sender: UplinkSender, n: int, rng: random.Random, now: float = 0.0,
+def push_random(sender: UplinkSender, n: int, rng: random.Random,
                 size: int = 1000) -> dict[int, bytes]:
     """n video frames with random payloads (keyframe every 30); returns seq -> payload."""
     out = {}
@@ -805,7 +804,7 @@ def push_random(sender: UplinkSender, n: int, rng: random.Random, now: float = 0
         i = sender.next_seq_to_assign
         payload = rng.randbytes(size)
         seq = sender.push_media(0, i % 30 == 0, i * 3000, i * 3000, EPOCH_US + i * 33_333,
-                                payload, now)
+                                payload)
         out[seq] = payload
     return out
 
@@ -830,7 +829,7 @@ def test_outage_spills_payloads_to_disk_and_reconnect_resends_them_byte_exact(
     sent = push_random(link.sender, 30, rng)
     now = link.run(0.0, 0.5)
     link.drop(now)
-    sent |= push_random(link.sender, 300, rng, now)  # a 10 s outage
+    sent |= push_random(link.sender, 300, rng)  # a 10 s outage
     spool = link.sender.spool
     assert spool.memory_bytes <= 10_000 and spool.disk_bytes == 290_000
     assert spool.memory_bytes + spool.disk_bytes == link.sender.backlog_bytes == 300_000
@@ -852,7 +851,7 @@ def test_live_jump_after_outage_sends_spilled_backfill_byte_exact(tmp_path: Path
     link.connect(0.0)
     now = link.run(0.0, 0.2)
     link.drop(now)
-    sent = push_random(link.sender, 100, rng, now)
+    sent = push_random(link.sender, 100, rng)
     keyframe = link.sender.newest_keyframe_seq(0)
     assert keyframe == 90
     handshake(link, now + 5.0)
@@ -876,7 +875,7 @@ def test_sacked_payloads_stay_spooled_until_cumulative_ack_for_a_relay_that_rest
     link.connect(0.0)
     now = link.run(0.0, 0.2)
     link.drop(now)
-    sent = push_random(link.sender, 40, rng, now)
+    sent = push_random(link.sender, 40, rng)
     handshake(link, now)
     link.sender.jump_to_live(30)
     for data in link.sender.data_to_send(now, max_bytes=2 * 100 + 10 * 1035):  # 30..39 only
@@ -902,7 +901,7 @@ def test_unsent_ms_spans_oldest_unsent_to_newest_pushed() -> None:
     assert sender.unsent_ms == 0
     push(sender, 31)  # 30 frame intervals of 33.333 ms
     assert sender.unsent_ms == 999
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     sender.data_to_send(0.0, max_bytes=100 + 10 * 1035)  # TRACK + 0..9
@@ -911,9 +910,9 @@ def test_unsent_ms_spans_oldest_unsent_to_newest_pushed() -> None:
     assert sender.unsent_ms == 0 and sender.backlog_ms == 999  # all in flight, none acked
     push(sender, 30)  # 31..60
     assert sender.unsent_ms == (60 - 31) * 33_333 // 1000
-    sender.connection_lost(0.5)  # in flight is unsent again
+    sender.connection_lost()  # in flight is unsent again
     assert sender.unsent_ms == sender.backlog_ms == 60 * 33_333 // 1000
-    sender.connection_made(1.0)
+    sender.connection_made()
     sender.data_to_send(1.0)
     sender.receive(encode(Welcome(True, 20, 1000)), 1.0)
     assert sender.unsent_ms == 40 * 33_333 // 1000
@@ -932,7 +931,7 @@ def test_push_media_propagates_spool_full_and_queues_nothing(tmp_path: Path) -> 
         push(sender, 1)
     assert sender.next_seq_to_assign == 3 and sender.backlog_bytes == 3_000
     assert sender.unsent_bytes == 3_000 and len(sender.spool) == 3
-    sender.connection_made(0.0)
+    sender.connection_made()
     sender.data_to_send(0.0)
     sender.receive(encode(Welcome(False, 0, 1000)), 0.0)
     assert [m.seq for m in map(decode, sender.data_to_send(0.0)) if isinstance(m, Media)] == [
@@ -951,7 +950,7 @@ def test_newest_keyframe_seq_per_track() -> None:
     push(sender, 61)  # keyframes at 0, 30, 60
     assert sender.newest_keyframe_seq(0) == 60
     assert sender.newest_keyframe_seq(1) is None
-    sender.push_media(1, True, 0, 0, EPOCH_US, b"aac", now=0.0)
+    sender.push_media(1, True, 0, 0, EPOCH_US, b"aac")
     assert sender.newest_keyframe_seq(1) == 61
     push(sender, 5)
     assert sender.newest_keyframe_seq(0) == 60
@@ -963,7 +962,7 @@ def test_live_lag_and_backfill_bytes_after_a_live_jump() -> None:
     now = link.run(0.0, 0.2)
     assert link.sender.live_from_seq == 0 and link.sender.live_lag_ms == 0
     link.drop(now)
-    push(link.sender, 100, now)  # seqs 0..99: 3.3 s of capture time
+    push(link.sender, 100)  # seqs 0..99: 3.3 s of capture time
     sender = link.sender
     assert sender.live_lag_ms == sender.backlog_ms == 99 * 33_333 // 1000
     assert sender.backfill_bytes == 0
@@ -982,9 +981,9 @@ def test_live_lag_and_backfill_bytes_after_a_live_jump() -> None:
     sender.receive(ack, now + 4.2)
     assert sender.live_lag_ms == 0  # the relay has the whole live part
     assert sender.backfill_bytes == 80_000 and sender.backlog_bytes == 80_000
-    push(sender, 1, now + 4.1)  # seq 100 is live
+    push(sender, 1)  # seq 100 is live
     assert sender.live_lag_ms == 0  # pushed at the newest capture time: no lag yet
-    push(sender, 3, now + 4.2)
+    push(sender, 3)
     assert sender.live_lag_ms == 3 * 33_333 // 1000
     # a relay that lost its state voids the SACK: 90..99 count again
     link.drop(now + 5.0)

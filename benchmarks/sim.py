@@ -12,10 +12,10 @@ the very classes production runs, the way production drives them:
   ``UPDATE_INTERVAL_S``, and its bitrate and keyframe requests go to the encoder model;
 - relay: ``uplink.UplinkReceiver`` fed the delivered bytes in order, its ACKs sent back after
   every message and every ``relay.app.TICK_S`` with the playout level as the relay reports
-  it, its events through ``relay.ingest_session.IngestSession`` (the core ``relay.stream``
-  applies), whose playout units go into ``relay.playout.PlayoutBuffer`` (pushed at the next
-  output tick, as the pipeline thread does) and ``relay.output_clock.OutputClock`` ticked at
-  ``OutputProfile.fps``, as ``relay.pipeline`` does;
+  it, its events through ``relay.ingest.session.IngestSession`` (the core ``relay.stream``
+  applies), whose playout units go into ``relay.output.playout.PlayoutBuffer`` (pushed at the next
+  output tick, as the pipeline thread does) and ``relay.output.clock.OutputClock`` ticked at
+  ``OutputProfile.fps``, as ``relay.output.pipeline`` does;
 - link: ``benchmarks.link_model``: a ``TraceLink`` with its ``DropTailQueue`` and
   ``OutageStage`` (outages remove opportunities) then a ``DelayStage``, as the emulator
   builds its uplink; the delay is applied by the loop (``_next_uplink_ms``), which wakes only
@@ -114,9 +114,9 @@ from encoder.settings import (
     SPOOL_MEMORY_MB_DEFAULT,
 )
 from relay.app import TICK_S as RELAY_APP_TICK_S
-from relay.ingest_session import IngestSession, NewTimeline, PushUnit, RecordMedia
-from relay.output_clock import OutputClock
-from relay.playout import AccessUnit, PlayoutBuffer
+from relay.ingest.session import IngestSession, NewTimeline, PushUnit, RecordMedia
+from relay.output.clock import OutputClock
+from relay.output.playout import AccessUnit, PlayoutBuffer
 from relay.settings import FREEZE_MS_DEFAULT, HOLD_S_DEFAULT, OutputProfile
 from uplink import (
     Codec,
@@ -386,7 +386,7 @@ class _Simulation:
         self.generation = 0  # connection number: bytes of an older one are discarded
         self.connected = False
 
-        # relay side, as relay.stream and relay.pipeline build it
+        # relay side, as relay.stream and relay.output.pipeline build it
         self.receiver = UplinkReceiver(buffer_ms=buffer_ms, max_message_bytes=MAX_MESSAGE_BYTES)
         self.playout = PlayoutBuffer(delay_s=buffer_ms / 1000)
         self.clock = OutputClock(fps=OUTPUT_FPS, audio_sample_rate=OUTPUT_AUDIO_SAMPLE_RATE,
@@ -570,7 +570,7 @@ class _Simulation:
             if generation == self.generation and self.connected:
                 self._on_relay_message(data, now_s)
 
-    # -- the relay (relay.stream + relay.pipeline, without threads) -------------------------
+    # -- the relay (relay.stream + relay.output.pipeline, without threads) -------------------------
     def _on_client_message(self, data: bytes, now_s: float) -> None:
         try:
             events = self.receiver.receive(data, now_s)
@@ -621,7 +621,7 @@ class _Simulation:
                        + (1 + HANDSHAKE_ONE_WAY_TRIPS) * self.delay_ms, _CONNECT)
 
     def _relay_tick(self, now_s: float) -> None:
-        """One tick of the output clock (relay.pipeline.StreamPipeline._run)."""
+        """One tick of the output clock (relay.output.pipeline.StreamPipeline._run)."""
         playout = self.playout
         for unit in self.inbox:
             if unit is None:

@@ -2,11 +2,11 @@
 recommendation, and the validator of a stored result.
 
 Shared by the probe client (``encoder.probe``) and the relay's probe endpoint
-(``relay.probe``), which never import each other. Nothing here reads a clock or touches a
+(``relay.web.probe``), which never import each other. Nothing here reads a clock or touches a
 socket: ``now`` (seconds, any monotonic clock) comes in as an argument.
 
 **Wire messages** (binary WebSocket messages on ``GET /probe``; the first byte is the type,
-integers are big-endian; described for people in ``relay/probe.py``):
+integers are big-endian; described for people in ``relay/web/probe.py``):
 
 - ``FILLER`` ``0x01`` + 1..``PROBE_MAX_FILLER_BYTES`` bytes of anything (client -> relay);
 - ``PING`` ``0x02`` + u64 id (9 bytes, client -> relay);

@@ -6,8 +6,9 @@ Routes:
 - ``GET /api/streams``: JSON status of every stream.
 - ``GET /metrics``: Prometheus text format.
 - ``GET /healthz``: ``ok``.
-- ``GET /dashboard``, ``GET /dashboard/api``: the read-only dashboard (relay/dashboard.py).
-- ``GET /probe`` (WebSocket), ``POST``/``GET /api/probes``: the connection check (relay/probe.py).
+- ``GET /dashboard``, ``GET /dashboard/api``: the read-only dashboard (relay/web/dashboard.py).
+- ``GET /probe`` (WebSocket), ``POST``/``GET /api/probes``: the connection check
+  (relay/web/probe.py).
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import dashboard, probe
-from relay.responses import (
+from relay.settings import RelaySettings
+from relay.state import RELAY_KEY, Relay
+from relay.state import TICK_S as TICK_S  # the simulator paces its relay by it
+from relay.web import dashboard, probe
+from relay.web.responses import (
     json_error,
     presented_token,
     quiet_bad_requests,
     token_matches,
     too_many_attempts,
 )
-from relay.settings import RelaySettings
-from relay.state import RELAY_KEY, Relay
-from relay.state import TICK_S as TICK_S  # the simulator paces its relay by it
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The running relay: every stream's runtime, the metrics, the event log, the monitor store
 and the wrong-credential throttles, held by the aiohttp app under ``RELAY_KEY``.
 
-The routes (relay.app, relay.dashboard, relay.probe) read it from ``request.app[RELAY_KEY]``;
-this module imports none of them.
+The routes (relay.app, relay.web.dashboard, relay.web.probe) read it from
+``request.app[RELAY_KEY]``; this module imports none of them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from monitor.store import MonitorStore
 from relay.heap_trim import HEAP_TRIM_INTERVAL_S, TrimPolicy, trim_if_due
 from relay.settings import RelaySettings
 from relay.stream import StreamRuntime
-from relay.throttle import CredentialThrottle
+from relay.web.throttle import CredentialThrottle
 
 log = logging.getLogger(__name__)
 

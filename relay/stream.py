@@ -2,7 +2,7 @@
 
 This is asyncio glue: it moves bytes between the WebSocket and the sans-I/O
 ``UplinkReceiver``; what the received events do is decided by the sans-I/O
-``relay.ingest_session.IngestSession``, whose actions this applies (logs, event log,
+``relay.ingest.session.IngestSession``, whose actions this applies (logs, event log,
 metrics, and the recorder and pipeline threads).
 
 Ingest dropouts (``DropoutDetector``, ``[relay] dropout_ms``) and low-throughput episodes
@@ -27,9 +27,14 @@ from monitor.dropout_reporter import DropoutReporter, ingest_scope
 from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.store import MonitorStore
-from relay.checkpoint import CheckpointError, RecordingCheckpoint, checkpoint_path, load_checkpoint
-from relay.destination import Destination
-from relay.ingest_session import (
+from relay.archive.checkpoint import (
+    CheckpointError,
+    RecordingCheckpoint,
+    checkpoint_path,
+    load_checkpoint,
+)
+from relay.archive.recording import Notice, Recorder
+from relay.ingest.session import (
     ConfigureTrack,
     EndOutput,
     IngestAction,
@@ -45,8 +50,8 @@ from relay.ingest_session import (
     SessionOpened,
     StatsStored,
 )
-from relay.pipeline import StreamPipeline
-from relay.recording import Notice, Recorder
+from relay.output.destination import Destination
+from relay.output.pipeline import StreamPipeline
 from relay.settings import RelaySettings, StreamSettings
 from uplink import (
     CloseCode,

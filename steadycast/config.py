@@ -42,7 +42,7 @@ from monitor.validate import (
     shorten,
     within,
 )
-from relay.platform_link import client_ssl_context
+from relay.output.platform_link import client_ssl_context
 from relay.settings import (
     BUFFER_MS_DEFAULT,
     DROPOUT_MS_DEFAULT,

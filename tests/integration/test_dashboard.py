@@ -528,7 +528,7 @@ async def screenshot(cdp: Cdp, path: Path) -> None:
 
 
 def test_destination_errors_are_told_in_plain_words() -> None:
-    from relay.dashboard import destination_problem
+    from relay.web.dashboard import destination_problem
 
     cases = {
         "ConnectionRefusedError: [Errno 111] Connection refused": "nền tảng từ chối kết nối",
@@ -713,7 +713,7 @@ key = "{DEST_KEY_LIVE}"
 
 
 def test_recording_errors_are_told_in_plain_words() -> None:
-    from relay.dashboard import recording_problem
+    from relay.web.dashboard import recording_problem
 
     cases = {
         "cannot write the archive: [Errno 28] No space left on device: '/srv/rec/a.ts'":

@@ -1,4 +1,4 @@
-"""The ingest session core (relay/ingest_session.py): receiver events in, actions out.
+"""The ingest session core (relay/ingest/session.py): receiver events in, actions out.
 
 Most tests feed ``IngestSession`` hand-made receiver events with hand-picked ``now``; one
 feeds it through a real ``UplinkReceiver``, and the last drives ``StreamRuntime`` itself
@@ -30,7 +30,7 @@ from monitor.dropout import (
 from monitor.events import EventLog, read_events
 from monitor.metrics import RelayMetrics
 from relay import stream as stream_module
-from relay.ingest_session import (
+from relay.ingest.session import (
     ConfigureTrack,
     EndOutput,
     IngestAction,
@@ -46,7 +46,7 @@ from relay.ingest_session import (
     SessionOpened,
     StatsStored,
 )
-from relay.playout import AccessUnit
+from relay.output.playout import AccessUnit
 from relay.settings import RelaySettings, StreamSettings
 from relay.stream import StreamRuntime
 from uplink import (

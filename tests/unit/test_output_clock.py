@@ -1,11 +1,11 @@
-"""The output clock core (`relay.output_clock`): sessions, sources, frames, audio, the end."""
+"""The output clock core (`relay.output.clock`): sessions, sources, frames, audio, the end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from relay.output_clock import (
+from relay.output.clock import (
     MAX_LIVE_AUDIO_S,
     EndReason,
     LiveAudio,
@@ -13,7 +13,7 @@ from relay.output_clock import (
     OutputTick,
     audio_samples_for_frame,
 )
-from relay.source_selector import OutputSource
+from relay.output.source_selector import OutputSource
 
 FPS = 30
 RATE = 48000

@@ -18,7 +18,7 @@ import pytest
 from monitor.events import EventLog, read_events
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
-from relay import transcode
+from relay.output import transcode
 from relay.settings import OutputProfile, RelaySettings, StreamSettings
 from relay.stream import StreamRuntime
 from tests.unit.test_recording_backfill import as_media, encode_units

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from relay.platform_link import PlatformLink, PlatformStalled
+from relay.output.platform_link import PlatformLink, PlatformStalled
 
 IO_TIMEOUT_S = 0.5
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.playout import (
+from relay.output.playout import (
     DISCONTINUITY_S,
     LATE_TOLERANCE_S,
     MAX_BUFFERED_S_DEFAULT,

@@ -45,7 +45,7 @@ from monitor.probe_analysis import (
     validate_result,
     validate_submission,
 )
-from relay.probe import ProbeServerSession
+from relay.web.probe import ProbeServerSession
 from steadycast.cli import main
 from uplink import CloseCode, ProtocolError
 from uplink.media import parse_resolution

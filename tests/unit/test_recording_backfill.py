@@ -15,8 +15,8 @@ import pytest
 from encoder.av_encoder import AUDIO_TRACK_ID, VIDEO_TRACK_ID, EncodedUnit, MediaEncoder
 from encoder.framecode import read_frame_code_gray
 from encoder.testpattern import TestPattern, ToneGenerator
-from relay.recording import Recorder
-from relay.reorder import HELD_HEADER, SeqReorder, pack_held, unpack_held
+from relay.archive.recording import Recorder
+from relay.archive.reorder import HELD_HEADER, SeqReorder, pack_held, unpack_held
 from uplink import (
     Hello,
     Media,
@@ -260,7 +260,7 @@ def test_recorder_writes_what_it_holds_at_session_end_and_logs_the_gap(
     tracks, units = encode_units(90, audio=False)
     media = as_media(units)
     arrivals = media[:30] + media[60:]  # the backfill of 30..59 never comes (sender gave up)
-    with caplog.at_level("WARNING", logger="relay.recording"):
+    with caplog.at_level("WARNING", logger="relay.archive.recording"):
         recorder = record(tmp_path, tracks, arrivals, through_receiver=True)
     assert recorder.write_errors == 0 and recorder.seqs_skipped == 30
     assert "seqs 30..59 never arrived" in caplog.text

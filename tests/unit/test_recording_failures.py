@@ -17,9 +17,14 @@ from typing import Any
 import av
 import pytest
 
-from relay import recording
-from relay.checkpoint import CheckpointError, decode_checkpoint, encode_checkpoint, load_checkpoint
-from relay.recording import Recorder
+from relay.archive import recording
+from relay.archive.checkpoint import (
+    CheckpointError,
+    decode_checkpoint,
+    encode_checkpoint,
+    load_checkpoint,
+)
+from relay.archive.recording import Recorder
 from tests.relay_harness import frame_numbers
 from tests.unit.test_recording_backfill import SESSION, as_media, encode_units
 from uplink import TrackKind
@@ -84,7 +89,7 @@ def test_full_disk_is_reported_once_and_nothing_unwritten_is_kept(
     rec.new_session(SESSION)
     for t in tracks:
         rec.track(t, changed=True)
-    with caplog.at_level(logging.WARNING, logger="relay.recording"):
+    with caplog.at_level(logging.WARNING, logger="relay.archive.recording"):
         for m in media[:50]:
             rec.media(m)
         wait_for(lambda: kept(rec) == 50, "the first 50 units kept")
@@ -203,7 +208,7 @@ def test_a_track_pyav_refuses_is_reported_and_the_next_session_is_recorded(
 def test_checkpoint_parser_refuses_mutations_with_checkpoint_error() -> None:
     import random
 
-    from relay.checkpoint import RecordingCheckpoint
+    from relay.archive.checkpoint import RecordingCheckpoint
     tracks, _ = encode_units(2, audio=True)
     good = encode_checkpoint(RecordingCheckpoint(SESSION, 1234, tuple(tracks), "a-b-part2.ts",
                                                  99_000, 2, {0: 10, 1: 20}))

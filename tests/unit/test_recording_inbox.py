@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from relay.recording import INBOX_MAX_BYTES, INBOX_MAX_UNITS, Recorder
+from relay.archive.recording import INBOX_MAX_BYTES, INBOX_MAX_UNITS, Recorder
 from uplink import Media
 
 DRAIN_WAIT_S = 60.0  # generous: the machine is shared

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from relay.destination import next_backoff_s
+from relay.output.destination import next_backoff_s
 from relay.rtmp import amf0
 from relay.rtmp.chunk import (
     MSG_ACKNOWLEDGEMENT,

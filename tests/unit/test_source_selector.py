@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.source_selector import LIVE_FRAME_GAP_S, OutputSource, SourceSelector
+from relay.output.source_selector import LIVE_FRAME_GAP_S, OutputSource, SourceSelector
 
 TICK_S = 1 / 30
 

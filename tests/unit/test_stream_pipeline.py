@@ -12,11 +12,11 @@ from fractions import Fraction
 from typing import Any, cast
 
 from monitor.dropout import CAUSE_RELAY_STOPPED
-from relay.destination import Destination
-from relay.pipeline import StreamPipeline
-from relay.playout import AccessUnit
+from relay.output.destination import Destination
+from relay.output.pipeline import StreamPipeline
+from relay.output.playout import AccessUnit
+from relay.output.transcode import OutPacket
 from relay.settings import OutputProfile, StreamSettings
-from relay.transcode import OutPacket
 from tests.unit.test_recording_backfill import encode_units
 from uplink import TrackKind
 
@@ -26,7 +26,7 @@ AAC_FRAME_SAMPLES = 1024
 
 
 class RecordingDestination:
-    """Stands in for `relay.destination.Destination`: records the pipeline's calls."""
+    """Stands in for `relay.output.destination.Destination`: records the pipeline's calls."""
 
     def __init__(self) -> None:
         self.starts = 0

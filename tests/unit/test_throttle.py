@@ -1,5 +1,5 @@
-"""The wrong-credential throttle (relay/throttle.py), driven directly with its own clock, and
-the token comparison every endpoint uses (relay/responses.py), fuzzed."""
+"""The wrong-credential throttle (relay/web/throttle.py), driven directly with its own clock, and
+the token comparison every endpoint uses (relay/web/responses.py), fuzzed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from relay.dashboard import WRONG_PASSWORD, check_basic_auth
-from relay.responses import token_matches
-from relay.throttle import (
+from relay.web.dashboard import WRONG_PASSWORD, check_basic_auth
+from relay.web.responses import token_matches
+from relay.web.throttle import (
     DECAY_S,
     FIRST_LOCKOUT_S,
     FREE_FAILURES,

@@ -17,7 +17,7 @@ from monitor.validate import (
     shorten,
     within,
 )
-from relay.dashboard import QueryError, parse_since_s
+from relay.web.dashboard import QueryError, parse_since_s
 
 
 def test_a_bool_is_neither_an_integer_nor_a_number() -> None:

@@ -2,7 +2,7 @@
 
 PyAV/FFmpeg does only the muxing here, into a Python object that collects the bytes (it
 has no ``seek``, so FFmpeg treats the output as a live stream and never goes back to patch
-the header); the network is the relay's own (relay/platform_link.py). The tags come out
+the header); the network is the relay's own (relay/output/platform_link.py). The tags come out
 through :class:`relay.rtmp.flv.FlvReader`, which checks the byte stream as it splits it.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import av
 
+from relay.output.transcode import OutPacket
 from relay.rtmp.flv import FlvReader, FlvTag
-from relay.transcode import OutPacket
 
 MUX_OPTIONS = {"flvflags": "no_duration_filesize", "flush_packets": "1"}
 

@@ -52,8 +52,8 @@ from typing import Any
 
 import av
 
-from relay.checkpoint import RecordingCheckpoint, remove_checkpoint, save_checkpoint
-from relay.reorder import SeqReorder
+from relay.archive.checkpoint import RecordingCheckpoint, remove_checkpoint, save_checkpoint
+from relay.archive.reorder import SeqReorder
 from uplink import (
     DISK_LIMIT_BYTES_DEFAULT,
     MEMORY_LIMIT_BYTES_DEFAULT,

@@ -3,7 +3,7 @@
 A sans-I/O core: the caller passes ``now`` (monotonic seconds), whether a new live frame was
 decoded since the previous tick, and how many units the playout buffer still holds;
 ``OutputClock.tick`` returns an ``OutputTick`` saying what to do. It owns no clock, thread,
-encoder or destination. ``relay.pipeline.StreamPipeline`` (production) and
+encoder or destination. ``relay.output.pipeline.StreamPipeline`` (production) and
 ``benchmarks.sim`` (the simulator) drive the same class.
 
 The rules, in the order a tick applies them:
@@ -33,7 +33,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from relay.source_selector import OutputSource, SourceSelector
+from relay.output.source_selector import OutputSource, SourceSelector
 
 MAX_LIVE_AUDIO_S = 0.5  # live audio queued beyond this is dropped to keep lip sync
 

@@ -47,7 +47,7 @@ from monitor.dropout import (
     LowThroughputDetector,
     LowThroughputEvent,
 )
-from relay.playout import AccessUnit
+from relay.output.playout import AccessUnit
 from uplink import (
     Media,
     MediaReceived,

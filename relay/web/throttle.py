@@ -1,7 +1,7 @@
 """Throttling of wrong credentials per client address, without I/O and without a clock.
 
 Used by every endpoint that checks a secret: the ingest's publish token, the dashboard's
-password, the connection check's tokens (relay/app.py, relay/dashboard.py, relay/probe.py).
+password, the connection check's tokens (relay/app.py, relay/web/dashboard.py, relay/web/probe.py).
 The handlers ask :meth:`CredentialThrottle.allow` before they look at the credential, and
 report the outcome with :meth:`~CredentialThrottle.failed` or
 :meth:`~CredentialThrottle.succeeded`; ``now`` (seconds, any monotonic origin) always comes

@@ -22,7 +22,7 @@ from av.audio.resampler import AudioResampler
 from av.codec.context import CodecContext
 from av.video.frame import VideoFrame
 
-from relay.playout import AccessUnit
+from relay.output.playout import AccessUnit
 from relay.settings import OutputProfile
 from uplink import Codec, TrackConfig, TrackKind
 from uplink.media import AacFramer, keyframe_interval_frames, x264_options

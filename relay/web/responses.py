@@ -1,7 +1,7 @@
 """How the relay's HTTP endpoints refuse a request, and how a client presents a token.
 
-Shared by the ingest (relay.app), the connection check (relay.probe) and the dashboard
-(relay.dashboard), so every refusal looks the same: the reason in the body and in the
+Shared by the ingest (relay.app), the connection check (relay.web.probe) and the dashboard
+(relay.web.dashboard), so every refusal looks the same: the reason in the body and in the
 ``X-Steadycast-Error`` header (ASCII, backslash-escaped), which WebSocket clients that drop
 bodies still see. Messages never carry a secret; callers make sure of that.
 
@@ -40,7 +40,7 @@ def json_error(status: int, message: str,
 
 def too_many_attempts(retry_after_s: float, what: str,
                       headers: Mapping[str, str] | None = None) -> web.Response:
-    """429 for an address locked out after wrong credentials (relay/throttle.py), with
+    """429 for an address locked out after wrong credentials (relay/web/throttle.py), with
     ``Retry-After`` in whole seconds (at least 1, RFC 9110 §10.2.3)."""
     wait_s = max(1, math.ceil(retry_after_s))
     return json_error(429, f"too many wrong credentials for {what} from your address: try "

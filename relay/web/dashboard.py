@@ -13,7 +13,7 @@ Routes (added by :func:`add_routes`):
 
 Auth: HTTP Basic with ``[relay] dashboard_password`` (any user name), compared in constant
 time. No password configured: both routes answer 404 naming the config key. After too many
-wrong passwords from one address, 429 with ``Retry-After`` (relay/throttle.py; missing or
+wrong passwords from one address, 429 with ``Retry-After`` (relay/web/throttle.py; missing or
 malformed credentials are not guesses and do not count). Nothing secret
 goes out: destinations are shown by name and URL without their stream key, and every text
 that could quote one (errors, causes) passes through the process-wide redactor.
@@ -41,8 +41,8 @@ from aiohttp import web
 from monitor.redact import REDACTOR
 from monitor.store import DropoutRow, ProbeRow
 from monitor.validate import DURATION_UNITS, is_integer, is_number, parse_duration_s
-from relay.responses import error_headers, json_error, too_many_attempts
 from relay.state import RELAY_KEY, Relay
+from relay.web.responses import error_headers, json_error, too_many_attempts
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def stream_view(status: Mapping[str, Any], buffer_target_ms: int,
 
 
 # What a recording error means, like _PROBLEMS for destinations: (pattern searched in the
-# recorder's error text, relay/recording.py; Vietnamese; English; whether the sender still
+# recorder's error text, relay/archive/recording.py; Vietnamese; English; whether the sender still
 # holds what was not written). Storage errors are OSError texts ("[Errno 28] No space left on
 # device"; errno numbers and messages as Linux's errno(3) lists them); while the archive
 # fails nothing unwritten is acknowledged, so the encoder keeps it (docs/relay.md "Full disk

@@ -16,7 +16,7 @@ Routes (``add_routes``):
 Authentication on all three, like the ingest: ``Authorization: Bearer <token>`` or
 ``?token=<token>`` carrying the relay's ``probe_token`` or any stream's publish token. No
 token: 401; a wrong one: 403; after too many wrong ones from one address, 429 with
-``Retry-After`` (relay/throttle.py, one throttle for the three routes); the reason is in the
+``Retry-After`` (relay/web/throttle.py, one throttle for the three routes); the reason is in the
 JSON body and the ``X-Steadycast-Error`` header; the token is never echoed or logged.
 
 Probe messages (binary WebSocket messages; first byte the type, integers big-endian;
@@ -64,8 +64,8 @@ from monitor.probe_analysis import (
     parse_client_message,
     validate_submission,
 )
-from relay.responses import json_error, presented_token, token_matches, too_many_attempts
 from relay.state import RELAY_KEY
+from relay.web.responses import json_error, presented_token, token_matches, too_many_attempts
 from uplink import CloseCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class ProbeServerSession:
 # --- authentication --------------------------------------------------------------------------
 def _refusal(request: web.Request, what: str) -> web.Response | None:
     """None when the request carries the probe token or a publish token, else the 401/403,
-    or 429 while the client's address is locked out after wrong tokens (relay/throttle.py;
+    or 429 while the client's address is locked out after wrong tokens (relay/web/throttle.py;
     one throttle for the three routes)."""
     relay = request.app[RELAY_KEY]
     peer = request.remote or "?"

@@ -4,8 +4,8 @@ A destination never slows the stream or the other destinations: ``offer`` never 
 when the queue holds more than ``queue_s`` of media the oldest packets are dropped and the
 session resumes at the next keyframe. Every session's timestamps start at zero.
 
-The relay owns the platform connection (relay/platform_link.py): PyAV only muxes FLV into
-memory (relay/flv_muxer.py), the FLV tags go through the RTMP publisher core
+The relay owns the platform connection (relay/output/platform_link.py): PyAV only muxes FLV into
+memory (relay/output/flv_muxer.py), the FLV tags go through the RTMP publisher core
 (relay/rtmp/publisher.py), and the bytes go out on a non-blocking socket with real
 timeouts: ``connect_timeout_s`` for TCP and TLS, ``io_timeout_s`` for each answer the
 publish handshake awaits and for a platform that stops taking data. A stuck platform costs
@@ -47,12 +47,12 @@ from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
 from monitor.store import MonitorStore
-from relay.flv_muxer import FlvMemoryMuxer
-from relay.platform_link import PlatformLink, client_ssl_context
+from relay.output.flv_muxer import FlvMemoryMuxer
+from relay.output.platform_link import PlatformLink, client_ssl_context
+from relay.output.transcode import OutPacket
 from relay.rtmp.publisher import Closed, PublishRefused, PublishStarted, RtmpPublisher
 from relay.rtmp.url import split_rtmp_url
 from relay.settings import DestinationSettings
-from relay.transcode import OutPacket
 
 log = logging.getLogger(__name__)
 

@@ -3,12 +3,12 @@
 Runs on a thread of its own (decoding and encoding are CPU work that must not stall the
 ingest loop). The asyncio side hands it tracks, access units and commands through a queue.
 What happens on each tick of the output clock (1/fps) is decided by
-``relay.output_clock.OutputClock`` (source, platform sessions opened and ended after
+``relay.output.clock.OutputClock`` (source, platform sessions opened and ended after
 ``hold_s``, the frame and audio encoded, the end); this thread only carries it out:
 
 1. units that are due leave the playout buffer and are decoded;
 2. the clock is asked, and its answer is acted on: destinations started or stopped, one
-   video frame (live, frozen or slate) and its audio (``relay.output_clock.LiveAudio``)
+   video frame (live, frozen or slate) and its audio (``relay.output.clock.LiveAudio``)
    encoded and offered to every destination, metrics and the status snapshot updated;
 3. the thread sleeps to the next tick (a clock more than ``MAX_LAG_S`` behind restarts).
 """
@@ -26,13 +26,19 @@ from monitor.dropout import CAUSE_RELAY_STOPPED
 from monitor.events import EventLog
 from monitor.metrics import RelayMetrics
 from monitor.redact import REDACTOR
-from relay.destination import Destination
-from relay.output_clock import LiveAudio, OutputClock
-from relay.playout import AccessUnit, PlayoutBuffer
+from relay.output.clock import LiveAudio, OutputClock
+from relay.output.destination import Destination
+from relay.output.playout import AccessUnit, PlayoutBuffer
+from relay.output.slate import render_slate
+from relay.output.source_selector import OutputSource
+from relay.output.transcode import (
+    OUTPUT_CHANNELS,
+    IngestDecoder,
+    OutPacket,
+    OutputEncoder,
+    rgb_to_frame,
+)
 from relay.settings import OutputProfile, StreamSettings
-from relay.slate import render_slate
-from relay.source_selector import OutputSource
-from relay.transcode import OUTPUT_CHANNELS, IngestDecoder, OutPacket, OutputEncoder, rgb_to_frame
 from uplink import TrackConfig
 
 log = logging.getLogger(__name__)
@@ -129,7 +135,7 @@ class StreamPipeline:
             self.finished.set()
 
     def _run(self) -> None:
-        """Move bytes around the output clock (``relay.output_clock``, which decides): inbox
+        """Move bytes around the output clock (``relay.output.clock``, which decides): inbox
         to playout, due units decoded, the clock asked, its answer carried out, then sleep
         to the next tick."""
         s, p = self.settings, self.profile

@@ -1,6 +1,7 @@
 """Platform destinations with real parts: the real relay and encoder processes, nginx-rtmp
 as the platforms, and on loopback a platform that accepts TCP and never answers (a paused
-tests.support.TcpProxy: its link takes in a 16 kB queue, then reads nothing) and one that refuses the publish (nginx-rtmp, unknown application).
+tests.support.TcpProxy: its link takes in a 16 kB queue, then reads nothing) and one that
+refuses the publish (nginx-rtmp, unknown application).
 
 One 44 s run serves the checks of issue 13's faults 1, 2 and 9; a shorter one with nginx's
 RTMPS front (a self-signed certificate) serves fault 10.

@@ -39,6 +39,12 @@ datagrams.
 Without a downlink spec, the downlink has no rate limit and no loss, and shares the uplink's
 delay, queue limits and outages (a dead radio is dead both ways).
 
+Faults on demand, for tests driving real programs through it (``tests.support.TcpProxy``
+runs one on a loop of its own): ``begin_outage``/``end_outage`` (an outage of unknown length in
+both directions, decided by the link model like the listed ones), ``set_trace`` (a new capacity
+trace from now), ``reset_connections`` and ``refuse`` (TCP resets: a server that fails or is
+down). They are called on the emulator's loop.
+
 ``emulate`` on the command line: see ``add_parser``.
 """
 
@@ -167,12 +173,12 @@ class _Side:
         self.start_ms = start_ms
         self.outages = OutageStage.from_outages(spec.outages, start_ms)
         queue = DropTailQueue(spec.queue_packets, spec.queue_bytes)
-        self.bottleneck: Bottleneck
+        bottleneck: Bottleneck
         if spec.trace is None:
-            self.bottleneck = UnlimitedLink(queue=queue, outages=self.outages)
+            bottleneck = UnlimitedLink(queue=queue, outages=self.outages)
         else:
-            self.bottleneck = TraceLink(spec.trace.opportunities_ms, spec.trace.period_ms,
-                                        queue=queue, start_ms=start_ms, outages=self.outages)
+            bottleneck = TraceLink(spec.trace.opportunities_ms, spec.trace.period_ms,
+                                   queue=queue, start_ms=start_ms, outages=self.outages)
         stages: list[Stage] = []
         self.loss: LossStage | None = None
         if spec.loss > 0:
@@ -180,10 +186,14 @@ class _Side:
             stages.append(self.loss)
         if spec.delay_ms > 0:
             stages.append(DelayStage(spec.delay_ms))
-        self.link = Link(self.bottleneck, stages)
+        self.link = Link(bottleneck, stages)
         self.delivered_per_s: list[int] = []
         self.pipes: set[_Pipe] = set()
         self.full = False
+
+    @property
+    def bottleneck(self) -> Bottleneck:
+        return self.link.bottleneck
 
     def record(self, time_ms: float, size_bytes: int) -> None:
         i = max(0, math.ceil((time_ms - self.start_ms) / 1000.0) - 1)
@@ -316,6 +326,7 @@ class LinkEmulator:
         self._back: asyncio.DatagramTransport | None = None
         self._client_addr: tuple[str | int, ...] | None = None
         self._running = False
+        self._refusing = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -419,6 +430,66 @@ class LinkEmulator:
         start = self.start_time * 1000.0
         return self._side(direction).capacity_bytes(start + t0_s * 1000.0, start + t1_s * 1000.0)
 
+    @property
+    def connections_open(self) -> int:
+        """TCP connections open now."""
+        return len(self._conns)
+
+    # -- faults on demand (call on the emulator's loop) -----------------------------------------
+
+    def begin_outage(self) -> None:
+        """An outage from now until ``end_outage``, both directions, as if listed in the
+        specs: nothing leaves the link, bytes wait in its queues and then at the senders, and
+        connections stay open (a radio link that stalls)."""
+        self._pump()  # what was due before it leaves
+        now = self.now_ms()
+        for side in self._sides_or_fail():
+            side.outages.begin(now)
+        self._pump()
+
+    def end_outage(self) -> None:
+        """End the outage ``begin_outage`` started; what waited leaves as the link allows."""
+        now = self.now_ms()
+        for side in self._sides_or_fail():
+            side.outages.end(now)
+        self._pump()
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether an outage begun by ``begin_outage`` is still on."""
+        return any(side.outages.open_since_ms is not None for side in self._sides.values())
+
+    def reset_connections(self) -> None:
+        """Abort every open TCP connection with a reset to both sides (their bytes still in
+        the link are dropped when they come out)."""
+        for conn in list(self._conns):
+            self._close(conn, rst=True)
+
+    def refuse(self, on: bool) -> None:
+        """While on, each new TCP connection is accepted and reset at once (the target looks
+        down); turning it on also resets the open ones."""
+        self._refusing = on
+        if on:
+            self.reset_connections()
+
+    @property
+    def refusing(self) -> bool:
+        return self._refusing
+
+    def set_trace(self, direction: Direction, trace: Trace) -> None:
+        """From now on ``direction`` replays ``trace`` from its start (a rate changed on
+        demand; it also rate-limits a direction that had no limit). What is queued stays.
+        ``stats`` and ``capacity_bytes`` then describe the new trace, also for the time before."""
+        side = self._side(direction)
+        self._pump()
+        side.link.set_trace(trace.opportunities_ms, trace.period_ms, self.now_ms())
+        self._pump()
+
+    def _sides_or_fail(self) -> list[_Side]:
+        if not self._sides:
+            raise RuntimeError("emulator not started")
+        return list(self._sides.values())
+
     def _side(self, direction: Direction) -> _Side:
         if direction not in self._sides:
             raise RuntimeError("emulator not started" if not self._sides
@@ -489,6 +560,9 @@ class LinkEmulator:
                 return
             self.connections_total += 1
             client.setblocking(False)
+            if self._refusing:
+                self._rst_close(client)
+                continue
             _tune(client)
             _nodelay(client)
             try:

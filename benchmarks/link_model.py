@@ -22,7 +22,9 @@ Stages, each usable alone, in the order a ``Link`` composes them::
   ones and leaves at the opportunity that carries its last byte. An opportunity that finds
   the queue empty is wasted, not saved. The trace loops with its period. As in Mahimahi,
   opportunities up to ``now`` are used before a packet arriving at ``now`` joins the queue, so
-  a packet arriving exactly at an opportunity's time waits for the next one.
+  a packet arriving exactly at an opportunity's time waits for the next one. ``switch_trace``
+  (``Link.set_trace``, which also gives a trace to an ``UnlimitedLink``'s queue) replaces the
+  trace while it runs, replayed from its start at that moment: a rate changed on demand.
 - ``UnlimitedLink``: no rate limit (a packet leaves when it arrives), for a direction that
   is not the bottleneck; outages still hold it.
 - ``OutageStage``: intervals during which nothing leaves. Outages are expressed through the
@@ -31,7 +33,9 @@ Stages, each usable alone, in the order a ``Link`` composes them::
   full queue refuses (UDP) or holds the sender back (TCP). Holding packets *after* the link
   instead would need an unbounded buffer and release the whole outage as one burst at
   infinite rate. Used alone (``process``) it holds an item until the outage covering its
-  time ends.
+  time ends. Beside the intervals known in advance, ``begin(now_ms)`` starts an outage whose
+  end is not known yet (an emulator stalled on demand) and ``end(now_ms)`` ends it; until
+  then it holds everything (its end reads as infinite).
 - ``LossStage``: seeded random loss. In drop mode a lost packet is gone (UDP). In retransmit
   mode (TCP, whose bytes cannot be dropped) a lost packet is delayed by
   ``retransmit_delay_ms`` and every later packet of the same flow stays behind it.
@@ -167,14 +171,25 @@ class OutageLike(Protocol):
 
 
 class OutageStage:
-    """Intervals ``[start_ms, end_ms)`` during which nothing leaves; overlaps are merged."""
+    """Intervals ``[start_ms, end_ms)`` during which nothing leaves; overlaps are merged.
+
+    At most one outage may be open (begun, not yet ended): from its start on, every time is
+    out and ``end_ms`` reads ``math.inf``; ``end`` turns it into an interval like the others.
+    """
 
     def __init__(self, intervals_ms: Iterable[tuple[float, float]] = ()) -> None:
-        merged: list[list[float]] = []
-        for start, end in sorted((float(s), float(e)) for s, e in intervals_ms):
+        self._intervals: list[tuple[float, float]] = []
+        for start, end in ((float(s), float(e)) for s, e in intervals_ms):
             if not (math.isfinite(start) and math.isfinite(end)) or end < start:
                 raise LinkModelError(f"OutageStage interval ({start}, {end}): "
                                      "needs finite start <= end")
+            self._intervals.append((start, end))
+        self._open_ms: float | None = None  # start of the open outage
+        self._merge()
+
+    def _merge(self) -> None:
+        merged: list[list[float]] = []
+        for start, end in sorted(self._intervals):
             if end == start:
                 continue
             if merged and start <= merged[-1][1]:
@@ -183,6 +198,32 @@ class OutageStage:
                 merged.append([start, end])
         self._starts = [s for s, _ in merged]
         self._ends = [e for _, e in merged]
+
+    def begin(self, now_ms: float) -> None:
+        """Start an outage at ``now_ms`` whose end is not known yet (``end`` ends it)."""
+        if self._open_ms is not None:
+            raise LinkModelError(f"OutageStage.begin({now_ms}): an outage is already open "
+                                 f"(since {self._open_ms})")
+        if not math.isfinite(now_ms):
+            raise LinkModelError(f"OutageStage.begin({now_ms}): needs a finite time")
+        self._open_ms = float(now_ms)
+
+    def end(self, now_ms: float) -> None:
+        """End the open outage at ``now_ms``; from then on it is an interval like the others
+        (the intervals known in advance that it covered still count after it)."""
+        if self._open_ms is None:
+            raise LinkModelError(f"OutageStage.end({now_ms}): no outage is open")
+        if not now_ms >= self._open_ms:
+            raise LinkModelError(f"OutageStage.end({now_ms}): before its start "
+                                 f"{self._open_ms}")
+        self._intervals.append((self._open_ms, float(now_ms)))
+        self._open_ms = None
+        self._merge()
+
+    @property
+    def open_since_ms(self) -> float | None:
+        """The start of the open outage, or None."""
+        return self._open_ms
 
     @classmethod
     def from_outages(cls, outages: Iterable[OutageLike], start_ms: float = 0.0) -> OutageStage:
@@ -193,16 +234,28 @@ class OutageStage:
 
     @property
     def intervals_ms(self) -> list[tuple[float, float]]:
-        return list(zip(self._starts, self._ends, strict=True))
+        """The merged intervals; an open outage is last, ending at ``math.inf``."""
+        intervals = list(zip(self._starts, self._ends, strict=True))
+        if self._open_ms is not None:
+            start = self._open_ms
+            while intervals and intervals[-1][1] >= start:  # covered, or running into it
+                start = min(start, intervals.pop()[0])
+            intervals.append((start, math.inf))
+        return intervals
 
     def __bool__(self) -> bool:
-        return bool(self._starts)
+        return bool(self._starts) or self._open_ms is not None
 
     def end_ms(self, t_ms: float) -> float | None:
-        """The end of the outage covering ``t_ms``, or None when the link is up then."""
+        """The end of the outage covering ``t_ms`` (``math.inf`` for the open one), or None
+        when the link is up then."""
+        opened = self._open_ms
+        if opened is not None and t_ms >= opened:
+            return math.inf
         i = bisect_right(self._starts, t_ms) - 1
         if i >= 0 and t_ms < self._ends[i]:
-            return self._ends[i]
+            end = self._ends[i]
+            return math.inf if opened is not None and end >= opened else end
         return None
 
     def is_out(self, t_ms: float) -> bool:
@@ -249,12 +302,27 @@ class TraceLink:
     Use: ``enqueue(packet, now_ms)`` (False: the queue refused it), ``advance(now_ms)`` returns
     what left up to ``now_ms`` in order with each packet's exact leaving time, and
     ``next_event_ms()`` says when to call ``advance`` next (None: nothing queued).
+    ``switch_trace`` replaces the trace while it runs (what is queued stays).
     """
 
     def __init__(self, opportunities_ms: Sequence[int] | np.ndarray, period_ms: int, *,
                  queue: DropTailQueue | None = None, start_ms: float = 0.0,
                  outages: OutageStage | None = None,
                  bytes_per_opportunity: int = OPPORTUNITY_BYTES) -> None:
+        if bytes_per_opportunity < 1:
+            raise LinkModelError(f"TraceLink bytes_per_opportunity={bytes_per_opportunity}: "
+                                 "must be >= 1")
+        self.queue = queue if queue is not None else DropTailQueue()
+        self.outages = outages if outages is not None else OutageStage()
+        self.bytes_per_opportunity = bytes_per_opportunity
+        self._set_trace(opportunities_ms, period_ms, start_ms)
+        self._now = -math.inf
+        self._transit: Packet | None = None  # partly sent, left the queue
+        self._transit_left = 0
+        self._out: list[Delivered] = []  # left, not yet returned by advance()
+
+    def _set_trace(self, opportunities_ms: Sequence[int] | np.ndarray, period_ms: int,
+                   start_ms: float) -> None:
         opp = np.asarray(opportunities_ms).reshape(-1)
         if opp.size and not np.issubdtype(opp.dtype, np.integer):
             if not np.all(np.isfinite(opp)) or not np.all(opp == np.floor(opp)):
@@ -270,22 +338,20 @@ class TraceLink:
         if period_ms <= 0 or last > period_ms:
             raise LinkModelError(f"TraceLink period_ms={period_ms}: must be > 0 and >= the "
                                  f"last opportunity ({last})")
-        if bytes_per_opportunity < 1:
-            raise LinkModelError(f"TraceLink bytes_per_opportunity={bytes_per_opportunity}: "
-                                 "must be >= 1")
-        self.queue = queue if queue is not None else DropTailQueue()
-        self.outages = outages if outages is not None else OutageStage()
         self.start_ms = float(start_ms)
         self.period_ms = int(period_ms)
-        self.bytes_per_opportunity = bytes_per_opportunity
         self._opp_f = opp.astype(np.float64)  # for searchsorted
         self._opp = [int(x) for x in opp.tolist()]  # for fast scalar reads
         self._n = len(self._opp)
         self._k = 0  # absolute index of the next opportunity not yet used or wasted
-        self._now = -math.inf
-        self._transit: Packet | None = None  # partly sent, left the queue
-        self._transit_left = 0
-        self._out: list[Delivered] = []  # left, not yet returned by advance()
+
+    def switch_trace(self, opportunities_ms: Sequence[int] | np.ndarray, period_ms: int,
+                     now_ms: float) -> None:
+        """From ``now_ms`` on, replay this trace from its start (its opportunity 0 ms is at
+        ``now_ms``) instead of the old one, whose opportunities up to ``now_ms`` are used
+        first. What is queued, and the rest of a packet partly sent, stay."""
+        self._serve(now_ms)
+        self._set_trace(opportunities_ms, period_ms, now_ms)
 
     @classmethod
     def from_trace(cls, trace: Trace, *, queue: DropTailQueue | None = None,
@@ -321,12 +387,15 @@ class TraceLink:
             cycle += 1
 
     def _usable(self, k: int) -> tuple[int, float]:
-        """The first opportunity at or after ``k`` outside every outage, and its time."""
+        """The first opportunity at or after ``k`` outside every outage, and its time
+        (``math.inf`` while an open outage covers it: none is known yet)."""
         t = self.time_ms(k)
         while self.outages:
             end = self.outages.end_ms(t)
             if end is None:
                 break
+            if end == math.inf:
+                return k, math.inf
             after = self.index_after(end, inclusive=True)
             k = after if after > k else k + 1  # always move on, whatever the float rounding
             t = self.time_ms(k)
@@ -342,7 +411,7 @@ class TraceLink:
             if end <= t0_ms or start > t1_ms:
                 continue
             a = max(lo, self.index_after(start, inclusive=True))
-            b = min(hi, self.index_after(end, inclusive=True))
+            b = hi if end == math.inf else min(hi, self.index_after(end, inclusive=True))
             count -= max(0, b - a)
         return count
 
@@ -383,7 +452,7 @@ class TraceLink:
     def next_event_ms(self) -> float | None:
         """When to call ``advance`` next: the next opportunity while something is queued (no
         earlier than the latest ``now_ms`` seen: what left before it is due at once), None
-        when nothing is queued."""
+        when nothing is queued or an open outage holds it (nothing happens before its end)."""
         if self._out:
             return max(self._out[0].time_ms, self._now)
         if self._transit is None and not self.queue:
@@ -428,6 +497,7 @@ class UnlimitedLink:
         self.queue = queue if queue is not None else DropTailQueue()
         self.outages = outages if outages is not None else OutageStage()
         self._release_ms = -math.inf  # when the packets now queued may leave
+        self._held_ms = -math.inf  # when the outage setting _release_ms held a packet
         self._now = -math.inf
         self._out: list[Delivered] = []
 
@@ -443,6 +513,13 @@ class UnlimitedLink:
     def backlog_bytes(self) -> int:
         return self.queue.bytes
 
+    def _release(self) -> float:
+        """When the packets now queued may leave; held by an open outage (``math.inf``), it
+        is asked again, as that outage may have ended since."""
+        if self._release_ms == math.inf:
+            self._release_ms = self.outages.release_ms(self._held_ms)
+        return self._release_ms
+
     def is_full_for(self, size_bytes: int) -> bool:
         return self.queue.is_full_for(size_bytes)
 
@@ -455,7 +532,7 @@ class UnlimitedLink:
         if not self.queue.offer(packet):
             return False
         if end is not None:
-            self._release_ms = end
+            self._release_ms, self._held_ms = end, now_ms
         return True
 
     def advance(self, now_ms: float) -> list[Delivered]:
@@ -466,11 +543,14 @@ class UnlimitedLink:
     def next_event_ms(self) -> float | None:
         if self._out:
             return max(self._out[0].time_ms, self._now)
-        return self._release_ms if self.queue else None
+        if not self.queue:
+            return None
+        release = self._release()
+        return None if release == math.inf else release
 
     def _serve(self, now_ms: float) -> None:
         self._now = _check_now(self._now, now_ms, "UnlimitedLink")
-        if self.queue and now_ms >= self._release_ms:
+        if self.queue and now_ms >= self._release():
             while self.queue:
                 self._out.append(Delivered(self.queue.pop(), self._release_ms))
 
@@ -604,6 +684,35 @@ class Link:
     def advance(self, now_ms: float) -> list[Delivered]:
         """Everything that has left the last stage by ``now_ms``, oldest first."""
         self._now = max(self._now, now_ms)
+        self._pull(now_ms)
+        s = self.stats
+        pending = self._pending
+        done: list[Delivered] = []
+        while pending and pending[0][0] <= now_ms:
+            item = heapq.heappop(pending)[2]
+            s.delivered_packets += 1
+            s.delivered_bytes += item.packet.size_bytes
+            done.append(item)
+        return done
+
+    def set_trace(self, opportunities_ms: Sequence[int] | np.ndarray, period_ms: int,
+                  now_ms: float) -> None:
+        """From ``now_ms`` on, the bottleneck replays this trace from its start (a
+        ``TraceLink``, also when it had no rate limit before), keeping its queue and outages;
+        what left the old one by ``now_ms`` goes on through the stages."""
+        self._now = max(self._now, now_ms)
+        self._pull(now_ms)
+        old = self.bottleneck
+        if isinstance(old, TraceLink):
+            old.switch_trace(opportunities_ms, period_ms, now_ms)
+            return
+        if not isinstance(old, UnlimitedLink):
+            raise LinkModelError(f"Link.set_trace: cannot replace a {type(old).__name__}")
+        self.bottleneck = TraceLink(opportunities_ms, period_ms, queue=old.queue,
+                                    start_ms=now_ms, outages=old.outages)
+
+    def _pull(self, now_ms: float) -> None:
+        """Take what left the bottleneck by ``now_ms`` through the stages into pending."""
         s = self.stats
         pending = self._pending
         for item in self.bottleneck.advance(now_ms):
@@ -618,17 +727,10 @@ class Link:
             else:
                 heapq.heappush(pending, (out.time_ms, self._seq, out))
                 self._seq += 1
-        done: list[Delivered] = []
-        while pending and pending[0][0] <= now_ms:
-            item = heapq.heappop(pending)[2]
-            s.delivered_packets += 1
-            s.delivered_bytes += item.packet.size_bytes
-            done.append(item)
-        return done
 
     def next_event_ms(self) -> float | None:
         """When ``advance`` next has something to do (never before the latest ``now_ms`` seen);
-        None: nothing queued or in flight."""
+        None: nothing queued or in flight, or only what an open outage holds."""
         t = self.bottleneck.next_event_ms()
         if self._pending:
             p = self._pending[0][0]

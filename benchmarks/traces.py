@@ -246,6 +246,25 @@ def rate_to_opportunities(
     return np.maximum.accumulate(opps), period_ms
 
 
+def phases_trace(phases: Sequence[tuple[float, float]], *, name: str = "phases") -> Trace:
+    """A trace of capacity phases played one after the other: ``(seconds, kbps)`` each
+    (0 kbit/s: no opportunity). One period is the phases' total; the trace loops like any
+    other. Built by ``rate_to_opportunities``, so a phase's bytes carry over into the next.
+    Raises ``ValueError`` for no phases, a phase of no positive finite length, or a bad rate.
+    """
+    if not phases:
+        raise ValueError("phases_trace: needs at least one (seconds, kbps) phase")
+    starts, rates, total = [], [], 0.0
+    for seconds, kbps in phases:
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"phases_trace: phase length {seconds!r} s must be > 0")
+        starts.append(total)
+        rates.append(kbps)
+        total += seconds
+    opps, period_ms = rate_to_opportunities(starts, rates, period_s=total)
+    return Trace(name=name, opportunities_ms=opps, period_ms=period_ms)
+
+
 # --- scaling ---------------------------------------------------------------------------------
 def scale_trace(trace: Trace, factor: float) -> Trace:
     """Multiply the capacity by ``factor`` (> 0) deterministically.

@@ -1,6 +1,7 @@
 """Platform destinations with real parts: the real relay and encoder processes, nginx-rtmp
-as the platforms, and on loopback a platform that accepts TCP and never reads (a paused
-tests.support.TcpProxy) and one that refuses the publish (nginx-rtmp, unknown application).
+as the platforms, and on loopback a platform that accepts TCP and never answers (a paused
+tests.support.TcpProxy: its link takes in a 16 kB queue, then reads nothing) and one that
+refuses the publish (nginx-rtmp, unknown application).
 
 One 44 s run serves the checks of issue 13's faults 1, 2 and 9; a shorter one with nginx's
 RTMPS front (a self-signed certificate) serves fault 10.
@@ -79,7 +80,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     nginx.start()
     stuck = TcpProxy("127.0.0.1", nginx.port)
     stuck.start()
-    stuck.pause()  # accepts TCP, never reads a byte
+    stuck.pause()  # accepts TCP, never answers: a stalled link
     relay_port = free_port()
     events_path = tmp / "events.jsonl"
     config = tmp / "relay.toml"

@@ -326,6 +326,86 @@ async def test_full_queue_holds_the_sender_back_without_dropping(sink: Sink) -> 
         await emu.stop()
 
 
+# -- faults on demand ---------------------------------------------------------------------------
+
+
+async def finished(sink: Sink, n: int, timeout_s: float = 5.0) -> None:
+    """Wait until the sink's connection ``n`` (0 = the first it accepted) has ended."""
+    deadline = time.monotonic() + timeout_s
+    while n not in sink.done:
+        assert time.monotonic() < deadline, f"the sink never got connection {n}"
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(sink.done[n].wait(), max(0.0, deadline - time.monotonic()))
+
+
+async def test_outage_on_demand_holds_bytes_until_it_ends(sink: Sink) -> None:
+    emu = await start_emulator(sink.port, LinkSpec(None, delay_ms=0, queue_bytes=8 * MTU_BYTES))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+        writer.write(b"before")
+        await asyncio.sleep(0.2)
+        emu.begin_outage()
+        assert emu.in_outage and emu.stats("up").no_capacity
+        writer.write(b"x" * 100_000)  # more than the queue: the rest waits at the sender
+        await asyncio.sleep(0.5)
+        assert bytes(sink.received[0]) == b"before"
+        assert emu.stats("up").queued_bytes <= 8 * MTU_BYTES
+        assert emu.connections_open == 1
+        emu.end_outage()
+        assert not emu.in_outage
+        await writer.drain()
+        writer.write_eof()
+        await finished(sink, 0)
+        assert bytes(sink.received[0]) == b"before" + b"x" * 100_000
+        assert emu.stats("up").dropped_bytes == 0
+        writer.close()
+    finally:
+        await emu.stop()
+
+
+async def test_reset_and_refuse_on_demand(sink: Sink) -> None:
+    emu = await start_emulator(sink.port, LinkSpec(None, delay_ms=0))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+        writer.write(b"hi")
+        await asyncio.sleep(0.2)
+        emu.reset_connections()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(10), 5)
+        writer.close()
+        emu.refuse(True)
+        assert emu.refusing
+        with pytest.raises(ConnectionResetError):  # noqa: PT012 - at connect or at the read
+            r2, w2 = await asyncio.open_connection("127.0.0.1", emu.port)
+            await asyncio.wait_for(r2.read(10), 5)
+        emu.refuse(False)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", emu.port)
+        w3.write(b"back")
+        w3.write_eof()
+        await finished(sink, 1)  # the refused one never reached the target
+        assert bytes(sink.received[1]) == b"back"
+        assert emu.connections_total == 3
+        w3.close()
+    finally:
+        await emu.stop()
+
+
+async def test_a_new_trace_from_now_on(sink: Sink) -> None:
+    emu = await start_emulator(sink.port, LinkSpec(None, delay_ms=0))
+    try:
+        emu.set_trace("up", constant_trace(800))  # 100 kB/s
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.port)
+        t0 = time.monotonic()
+        writer.write(b"r" * 200_000)
+        writer.write_eof()
+        await finished(sink, 0, 10.0)
+        assert 1.7 < time.monotonic() - t0 < 3.0  # 2 s at the new rate
+        assert bytes(sink.received[0]) == b"r" * 200_000
+        writer.close()
+    finally:
+        await emu.stop()
+
+
 # -- UDP --------------------------------------------------------------------------------------
 
 

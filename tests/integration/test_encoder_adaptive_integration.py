@@ -1,8 +1,8 @@
 """The adaptive encoder end to end: encoder -> a rate-limited link with an outage -> relay ->
 nginx-rtmp.
 
-The link (a TCP proxy with a token bucket) carries 600 kbit/s, then 1500 kbit/s with a 10 s
-outage in it. The `steady` controller's target, read from the encoder's own Prometheus
+The link (tests.support.TcpProxy: the link emulator) carries 600 kbit/s, then 1500 kbit/s with
+a 10 s outage in it. The `steady` controller's target, read from the encoder's own Prometheus
 endpoint, settles below 600 in the first phase and rises toward 1500 in the second; the
 outage is longer than the relay's buffer, so the live edge jumps ahead and the skipped media
 is backfilled; the relay's recording still holds every captured frame, in order.

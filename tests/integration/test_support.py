@@ -125,13 +125,15 @@ def test_proxy_pause_resume_reset_refuse(echo_server: int) -> None:
         assert proxy.connections_total == 1
 
         proxy.pause()
+        assert proxy.paused
         up_before = proxy.bytes_up
         c.sendall(b"x" * 1000)
         c.settimeout(0.3)
         with pytest.raises(TimeoutError):
             c.recv(10)
         assert proxy.bytes_up == up_before
-        # nothing is read while paused: the sender's buffers fill up and writes block
+        # the stalled link takes in its queue, then nothing more is read: the sender's
+        # buffers fill up and writes block
         c.setblocking(False)
         pushed = 0
         with pytest.raises(BlockingIOError):  # noqa: PT012
@@ -165,6 +167,19 @@ def test_proxy_pause_resume_reset_refuse(echo_server: int) -> None:
         assert _recv_exact(ok, 4) == b"back"
         ok.close()
         assert proxy.connections_total == 3
+
+
+def test_proxy_rate_limits_client_to_target(echo_server: int) -> None:
+    with TcpProxy("127.0.0.1", echo_server) as proxy:
+        proxy.set_rate_kbps(800)  # 100 kB/s
+        c = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        t0 = time.monotonic()
+        c.sendall(b"z" * 150_000)
+        assert _recv_exact(c, 150_000) == b"z" * 150_000
+        assert 1.3 < time.monotonic() - t0 < 3.0  # 1.5 s at the rate
+        c.close()
+        with pytest.raises(ValueError, match="must be > 0"):
+            proxy.set_rate_kbps(0)
 
 
 def test_proxy_passes_half_close(echo_server: int) -> None:

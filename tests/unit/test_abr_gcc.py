@@ -1,19 +1,17 @@
 """The ``gcc`` controller: GCC's delay-based estimate with AIMD (draft-ietf-rmcat-gcc-02).
 
-Most scenarios run behind `_RelayLink`, a small packet-level bottleneck written for these
-tests: frames at 30 fps at the controller's bitrate go through a FIFO link of capacity C with
-a base RTT, the relay ACKs every 100 ms (as uplink.receiver does) the media that arrived, and
-the ACK samples carry the send time of the newest media covered. The queue is in the network,
-so it shows in the RTT: GCC's own signal. The shared fluid model in tests/abr_script.py,
-where the queue builds in the sender instead, checks the sender-queue extension.
+Most scenarios run behind `_RelayLink`: the shared scenario of tests.abr_scenario (the
+project's link model) with frames at 30 fps at the controller's bitrate, no sender window, and
+the relay acknowledging every 100 ms (as uplink.receiver does) the media that arrived; the ACK
+samples carry the send time of the newest media covered. The queue is in the network, so it
+shows in the RTT: GCC's own signal. The scenario's default sender (a 32 kB window, so most of a
+queue builds in the sender) checks the sender-queue extension.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections import deque
-from collections.abc import Callable
 
 import pytest
 
@@ -39,7 +37,7 @@ from encoder.abr.gcc import (
     TrendlineFilter,
     next_state,
 )
-from tests.abr_script import run, steps
+from tests.abr_scenario import Phase, Scenario, phases
 
 FPS = 30.0
 RELAY_ACK_INTERVAL_S = 0.1
@@ -47,82 +45,31 @@ TICK_S = 0.1
 
 
 class _RelayLink:
-    """Frames through a FIFO bottleneck; the relay ACKs every 100 ms; one controller update
-    every TICK_S. `capacity_kbps(t)` applies to a frame when the link starts carrying it."""
+    """GCC behind the shared link model (tests.abr_scenario) the way these tests need it:
+    frames at 30 fps at the controller's bitrate and no audio, no sender window (the queue is
+    in the network, so it shows in the RTT: GCC's own signal), and the relay ACKs every
+    100 ms (as uplink.receiver does), each ACK up to `jitter_s` late. One row per update:
+    (t, kbps, describe(), estimate before, incoming_kbps)."""
 
-    def __init__(self, ctrl: GccController, capacity_kbps: Callable[[float], float], *,
-                 base_rtt_s: float = 0.06, jitter_s: float = 0.0, seed: int = 1) -> None:
+    def __init__(self, ctrl: GccController, link: list[Phase], *, base_rtt_s: float = 0.06,
+                 jitter_s: float = 0.0, seed: int = 1) -> None:
         self.ctrl = ctrl
-        self.capacity_kbps = capacity_kbps
-        self.base_rtt_s = base_rtt_s
-        self.jitter_s = jitter_s
-        self._rng = random.Random(seed)
-        self.t = 0.0
-        self.kbps = float(ctrl.limits.start_kbps)
-        self._frames: deque[tuple[float, int, float]] = deque()  # (sent, size, arrival)
-        self._link_free_s = 0.0
-        self._next_frame_s = 0.0
-        self._next_slot_s = RELAY_ACK_INTERVAL_S / 2
-        self._pending: list[AckSample] = []
-        self._last_acked_at = 0.0
-        self.sent = self.acked = 0
-        self.srtt: float | None = None
-        self.last_ack: float | None = None
-        self.connected = True
-        # one row per update: (t, kbps, describe(), estimate before, incoming_kbps)
+        self.scenario = Scenario(ctrl, link, base_rtt_s=base_rtt_s, window_bytes=None,
+                                 audio_kbps=0.0, piece_interval_s=1 / FPS,
+                                 ack_interval_s=RELAY_ACK_INTERVAL_S, ack_jitter_s=jitter_s,
+                                 seed=seed)
         self.rows: list[tuple[float, int, str, float, float | None]] = []
         self.thresholds: list[float] = []
 
-    def _send_until(self, t: float) -> None:
-        while self._next_frame_s <= t + 1e-9:
-            sent = self._next_frame_s
-            size = max(1, round(self.kbps * 1000 / 8 / FPS))
-            start = max(self._link_free_s, sent)
-            self._link_free_s = start + size * 8 / (self.capacity_kbps(start) * 1000)
-            self._frames.append((sent, size, self._link_free_s + self.base_rtt_s / 2))
-            self.sent += size
-            self._next_frame_s += 1 / FPS
-
-    def _ack_until(self, t: float) -> None:
-        while self._next_slot_s + self.base_rtt_s / 2 <= t + 1e-9:
-            slot = self._next_slot_s
-            self._next_slot_s += RELAY_ACK_INTERVAL_S
-            nbytes, newest = 0, None
-            while self._frames and self._frames[0][2] <= slot:
-                sent, size, _ = self._frames.popleft()
-                nbytes += size
-                newest = sent
-            if not nbytes:
-                continue
-            jitter = self._rng.uniform(0.0, self.jitter_s) if self.jitter_s else 0.0
-            at = max(self._last_acked_at, slot + self.base_rtt_s / 2 + jitter)
-            self._last_acked_at = at
-            self._pending.append(AckSample(at, nbytes, newest))
+    @property
+    def kbps(self) -> int:
+        return self.scenario.kbps
 
     def run_until(self, until_s: float) -> None:
-        while self.t < until_s - 1e-9:
-            self.t = round(self.t + TICK_S, 9)
-            t = self.t
-            self._send_until(t)
-            self._ack_until(t)
-            acks = [a for a in self._pending if a.acked_at <= t]
-            self._pending = [a for a in self._pending if a.acked_at > t]
-            for a in acks:
-                self.acked += a.acked_bytes
-                self.last_ack = a.acked_at
-                rtt = a.rtt_s or 0.0
-                self.srtt = rtt if self.srtt is None else self.srtt + 0.125 * (rtt - self.srtt)
-            oldest = self._frames[0][0] if self._frames else t
-            obs = Observation(
-                connected=True, sent_bytes_total=self.sent, acked_bytes_total=self.acked,
-                backlog_bytes=self.sent - self.acked, backlog_ms=round((t - oldest) * 1000),
-                unsent_bytes=0, unsent_ms=0, srtt_s=self.srtt, last_ack_time=self.last_ack,
-                relay_buffer_ms=2000, relay_arrival_kbps=None, target_kbps=round(self.kbps),
-                acks=tuple(acks))
+        while self.scenario.now < until_s - 1e-9:
             before = self.ctrl.estimate_kbps
-            self.kbps = self.ctrl.update(obs, now=t)
-            self.rows.append((t, round(self.kbps), self.ctrl.describe(), before,
-                              self.ctrl.incoming_kbps))
+            d = self.scenario.run(TICK_S)[0]
+            self.rows.append((d.now, d.kbps, d.state, before, self.ctrl.incoming_kbps))
             self.thresholds.append(self.ctrl.threshold_ms)
 
     def kbps_at(self, t: float) -> int:
@@ -133,10 +80,6 @@ def _gcc(min_kbps: int = 200, max_kbps: int = 2500, start_kbps: int = 1000) -> G
     ctrl = create("gcc", AbrLimits(min_kbps, max_kbps, start_kbps))
     assert isinstance(ctrl, GccController)
     return ctrl
-
-
-def _const(kbps: float) -> Callable[[float], float]:
-    return lambda t: kbps
 
 
 def _obs(now: float, *, acked_total: int, acks: tuple[AckSample, ...] = (),
@@ -347,7 +290,7 @@ def test_threshold_stays_within_bounds() -> None:
 
 def test_uncongested_link_increases_eight_percent_per_second() -> None:
     ctrl = _gcc(max_kbps=5000, start_kbps=1000)
-    link = _RelayLink(ctrl, _const(20000))
+    link = _RelayLink(ctrl, phases((6, 20000)))
     link.run_until(6.0)
     assert link.kbps_at(0.1) == 1000  # the first update has no time step yet
     assert link.kbps_at(0.2) == round(1000 * INCREASE_FACTOR_PER_S ** 0.1)
@@ -362,7 +305,7 @@ def test_uncongested_link_increases_eight_percent_per_second() -> None:
 def test_capacity_drop_detected_and_cut_to_beta_times_acked_rate() -> None:
     capacity = 800.0
     ctrl = _gcc(start_kbps=1500)
-    link = _RelayLink(ctrl, lambda t: 3000.0 if t < 8.0 else capacity)
+    link = _RelayLink(ctrl, phases((8, 3000), (12, capacity)))
     link.run_until(8.0)
     assert link.kbps == 2500  # climbed to the max on the fast link
     link.run_until(20.0)
@@ -382,7 +325,7 @@ def test_capacity_drop_detected_and_cut_to_beta_times_acked_rate() -> None:
 
 def test_increase_is_additive_after_a_decrease_near_convergence() -> None:
     ctrl = _gcc(start_kbps=1500)
-    link = _RelayLink(ctrl, lambda t: 3000.0 if t < 8.0 else 800.0)
+    link = _RelayLink(ctrl, phases((8, 3000), (12, 800)))
     link.run_until(14.0)
     # R_hat at the decrease: the link's rate (+-1 frame of 10 kB in a 1 s window)
     assert ctrl.avg_max_kbps == pytest.approx(800.0, rel=0.12)
@@ -454,7 +397,7 @@ def test_increase_capped_at_one_and_a_half_times_incoming_rate() -> None:
 
 def test_never_above_max() -> None:
     ctrl = _gcc(max_kbps=1200, start_kbps=1200)
-    link = _RelayLink(ctrl, _const(50000))
+    link = _RelayLink(ctrl, phases((20, 50000)))
     link.run_until(20.0)
     assert all(k == 1200 for _, k, *_ in link.rows)
     assert ctrl.estimate_kbps == 1200.0
@@ -462,7 +405,7 @@ def test_never_above_max() -> None:
 
 def test_never_below_min() -> None:
     ctrl = _gcc(min_kbps=300, start_kbps=1000)
-    link = _RelayLink(ctrl, lambda t: 2000.0 if t < 3.0 else 100.0)
+    link = _RelayLink(ctrl, phases((3, 2000), (27, 100)))
     link.run_until(30.0)
     assert all(300 <= k <= 2500 for _, k, *_ in link.rows)
     assert link.kbps == 300
@@ -473,7 +416,7 @@ def test_never_below_min() -> None:
 
 def test_ack_jitter_alone_is_not_overuse() -> None:
     ctrl = _gcc(max_kbps=5000, start_kbps=800)
-    link = _RelayLink(ctrl, _const(20000), jitter_s=0.03, seed=3)
+    link = _RelayLink(ctrl, phases((20, 20000)), jitter_s=0.03, seed=3)
     link.run_until(20.0)
     kbps = [k for _, k, *_ in link.rows]
     assert all(b >= a for a, b in zip(kbps, kbps[1:], strict=False))
@@ -482,7 +425,7 @@ def test_ack_jitter_alone_is_not_overuse() -> None:
 
 def test_jittered_drop_still_settles_below_capacity() -> None:
     ctrl = _gcc(start_kbps=1500)
-    link = _RelayLink(ctrl, lambda t: 3000.0 if t < 8.0 else 800.0, jitter_s=0.03, seed=5)
+    link = _RelayLink(ctrl, phases((8, 3000), (52, 800)), jitter_s=0.03, seed=5)
     link.run_until(60.0)
     late = [k for t, k, *_ in link.rows if t > 20.0]
     assert sum(late) / len(late) < 900  # a GCC saw-tooth around the capacity, not above it
@@ -491,7 +434,7 @@ def test_jittered_drop_still_settles_below_capacity() -> None:
 
 def test_deterministic() -> None:
     def trace() -> list[int]:
-        link = _RelayLink(_gcc(start_kbps=1500), lambda t: 3000.0 if t < 5.0 else 700.0,
+        link = _RelayLink(_gcc(start_kbps=1500), phases((5, 3000), (20, 700)),
                           jitter_s=0.02, seed=9)
         link.run_until(25.0)
         return [k for _, k, *_ in link.rows]
@@ -565,31 +508,40 @@ def test_reconnect_starts_a_fresh_delay_pipeline() -> None:
     assert ctrl.state is RateState.INCREASE  # hold -> increase on the first fresh update
 
 
-# -- the sender-queue extension, on the shared fluid model --------------------------------------
+# -- the sender-queue extension, behind the scenario's default sender ----------------------------
 
 
 def test_queue_in_the_sender_is_seen_as_overuse() -> None:
     ctrl = _gcc(start_kbps=1000)
-    trace = run(ctrl, steps((20.0, 3000.0), (40.0, 800.0)), 60.0)
+    trace = Scenario(ctrl, phases((20, 3000), (40, 800)))
+    trace.run(60)
     assert trace.at(19.9) == 2500
-    after = trace.between(21.0, 60.0)
+    after = trace.kbps_between(21.0, 60.0)
     assert max(after) < 1000
     assert sum(after) / len(after) < 800  # not above the link on average
-    assert "decrease" in trace.states
+    assert "decrease" in {d.state for d in trace.decisions}
 
 
 def test_without_sender_queue_extension_the_rtt_alone_misses_it() -> None:
     ctrl = _gcc(start_kbps=1000)
     ctrl.count_sender_queue = False  # GCC on RTTs only: blind to a queue before the socket
-    trace = run(ctrl, steps((20.0, 3000.0), (40.0, 800.0)), 60.0)
-    assert sum(trace.between(30.0, 60.0)) / len(trace.between(30.0, 60.0)) > 1000
-    assert trace.backlog_ms[-1] > 5000
+    trace = Scenario(ctrl, phases((20, 3000), (40, 800)))
+    trace.run(60)
+    # the part of the queue in the network (the window's) shows in the RTT once, and GCC
+    # cuts; then the RTT stays flat while the queue grows in the sender, and it climbs on
+    # past the link, the backlog growing without bound
+    assert trace.at(59.9) > trace.at(30.0)
+    assert trace.at(59.9) + trace.audio_kbps > 800
+    backlog_30, backlog_45 = (trace.between(t, 60.0)[0].obs.backlog_ms for t in (30.0, 45.0))
+    assert backlog_30 < backlog_45 < trace.decisions[-1].obs.backlog_ms
+    assert trace.decisions[-1].obs.backlog_ms > 5000
 
 
 def test_outage_on_the_shared_model() -> None:
     ctrl = _gcc(start_kbps=1000)
-    trace = run(ctrl, steps((15.0, 2000.0), (10.0, 0.0), (30.0, 2000.0)), 55.0)
-    during = trace.states[trace.t.index(next(t for t in trace.t if t >= 17.0)):]
+    trace = Scenario(ctrl, phases((15, 2000), (10, 0), (30, 2000)))
+    trace.run(55)
+    during = [d.state for d in trace.between(17.0, 55.0)]
     assert "starved" in during
     assert trace.at(24.9) < trace.at(14.9)  # cut while the backlog grew unacknowledged
     assert trace.at(54.9) > trace.at(30.0)  # and climbing again once the link is back

@@ -1,4 +1,5 @@
-"""The `obs` baseline: OBS Studio's dynamic bitrate rules, on scripted links."""
+"""The `obs` baseline: OBS Studio's dynamic bitrate rules, on scripted links
+(tests.abr_scenario)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from encoder.abr.obs import (
     ObsController,
 )
 from encoder.settings import AUDIO_KBPS
-from tests.abr_linksim import Decision, LinkSim, changes, obs, run, run_phases
+from tests.abr_scenario import Decision, Scenario, changes, obs, phases
 
 LIMITS = AbrLimits(min_kbps=200, max_kbps=2500, start_kbps=1500)
 TICK_S = 0.1  # UPDATE_INTERVAL_S
@@ -31,7 +32,7 @@ def test_registered_by_name() -> None:
     assert "obs" in names()
     c = create("obs", LIMITS)
     assert isinstance(c, ObsController)
-    assert c.audio_kbps == AUDIO_KBPS == 64  # LinkSim's default audio too
+    assert c.audio_kbps == AUDIO_KBPS == 64  # the scenario's default audio too
 
 
 def test_published_constants() -> None:
@@ -42,17 +43,15 @@ def test_published_constants() -> None:
 
 def test_holds_at_start_on_an_uncongested_link() -> None:
     c = ObsController(LIMITS)
-    decisions = run(c, LinkSim(capacity_kbps=5000), 60)
+    decisions = Scenario(c, phases((60, 5000))).run(60)
     assert {d.kbps for d in decisions} == {LIMITS.start_kbps}  # never above the start
     assert c.describe() == "steady"
 
 
 def test_capacity_drop_falls_to_the_measured_send_rate() -> None:
     c = ObsController(LIMITS)
-    sim = LinkSim(capacity_kbps=3000)
-    decisions = run(c, sim, 10)
-    sim.capacity_kbps = 600
-    decisions += run(c, sim, 20)
+    sim = Scenario(c, phases((10, 3000), (20, 600)))
+    decisions = sim.run(30)
     # nothing moves before 200 ms of media waits unsent
     first = next(i for i, d in enumerate(decisions) if d.obs.unsent_ms >= CONGESTION_UNSENT_MS)
     assert all(d.kbps == LIMITS.start_kbps for d in decisions[:first])
@@ -74,10 +73,10 @@ def test_capacity_drop_falls_to_the_measured_send_rate() -> None:
 
 def test_stalled_link_falls_to_min_and_not_below() -> None:
     c = ObsController(LIMITS)
-    sim = LinkSim(capacity_kbps=3000)
-    run(c, sim, 10)
-    sim.capacity_kbps = 0  # connected, but nothing gets through and no ACK comes
-    decisions = run(c, sim, 10)
+    # connected, but from 10 s on nothing gets through and no ACK comes
+    sim = Scenario(c, phases((10, 3000), (10, 0)))
+    sim.run(10)
+    decisions = sim.run(10)
     at_min = next(d.now for d in decisions if d.kbps == LIMITS.min_kbps)
     assert at_min <= 10 + 1.0 + SEND_RATE_WINDOW_S
     assert all(d.kbps >= LIMITS.min_kbps for d in decisions)
@@ -86,10 +85,9 @@ def test_stalled_link_falls_to_min_and_not_below() -> None:
 
 def test_disconnected_holds_the_bitrate() -> None:
     c = ObsController(LIMITS)
-    sim = LinkSim(capacity_kbps=3000)
-    run(c, sim, 10)
-    sim.set_connected(False)
-    decisions = run(c, sim, 30)
+    sim = Scenario(c, phases((10, 3000), (30, 3000, False)))
+    sim.run(10)
+    decisions = sim.run(30)
     assert all(d.obs.unsent_ms >= CONGESTION_UNSENT_MS for d in decisions[5:])
     assert {d.kbps for d in decisions} == {LIMITS.start_kbps}
     assert c.describe() == "hold"
@@ -97,13 +95,11 @@ def test_disconnected_holds_the_bitrate() -> None:
 
 def test_recovery_adds_a_tenth_of_the_start_bitrate_every_4_s() -> None:
     c = ObsController(LIMITS)
-    sim = LinkSim(capacity_kbps=3000)
-    run(c, sim, 10)
-    sim.capacity_kbps = 400
-    low = run(c, sim, 10)
+    sim = Scenario(c, phases((10, 3000), (10, 400), (60, 5000)))
+    sim.run(10)
+    low = sim.run(10)
     last_drop = max(now for now, before, after in changes(low) if after < before)
-    sim.capacity_kbps = 5000
-    decisions = run(c, sim, 60)
+    decisions = sim.run(60)
     rises = changes(decisions)
     assert rises and all(after > before for _, before, after in rises)
     step = RECOVER_STEP_SHARE * LIMITS.start_kbps  # 150 kbit/s: 10 % of the original
@@ -157,10 +153,9 @@ def test_congestion_threshold_and_no_rate_yet() -> None:
 ])
 def test_never_outside_the_limits_nor_above_start(limits: AbrLimits) -> None:
     c = create("obs", limits)
-    sim = LinkSim(capacity_kbps=5000)
-    out = run_phases(c, sim, [(5000, True, 15), (300, True, 10), (0, False, 5), (0, True, 5),
-                              (100, True, 5), (5000, True, 30)])
-    assert all(limits.min_kbps <= k <= limits.start_kbps for k in out)
+    out = Scenario(c, phases((15, 5000), (10, 300), (5, 0, False), (5, 0), (5, 100),
+                             (30, 5000))).run(70)
+    assert all(limits.min_kbps <= d.kbps <= limits.start_kbps for d in out)
 
 
 def test_rejects_negative_audio() -> None:

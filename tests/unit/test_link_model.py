@@ -318,6 +318,66 @@ def test_unlimited_link_passes_at_once_and_holds_during_outages() -> None:
     assert times(link.advance(300.0)) == [("b", 200.0), ("c", 200.0)]
 
 
+def test_outage_begun_on_demand_holds_until_it_is_ended() -> None:
+    gate = OutageStage([(100.0, 120.0), (300.0, 310.0)])
+    gate.begin(110.0)  # runs into the open one: no known end
+    assert gate.end_ms(105.0) == math.inf and gate.end_ms(1000.0) == math.inf
+    assert not gate.is_out(50.0)
+    assert gate.intervals_ms == [(100.0, math.inf)]
+    with pytest.raises(LinkModelError, match="already open"):
+        gate.begin(120.0)
+    gate.end(200.0)
+    assert gate.open_since_ms is None
+    # the one known in advance that it covered still counts
+    assert gate.intervals_ms == [(100.0, 200.0), (300.0, 310.0)]
+    with pytest.raises(LinkModelError, match="no outage is open"):
+        gate.end(400.0)
+
+
+def test_trace_link_in_an_open_outage_waits_for_its_end() -> None:
+    gate = OutageStage()
+    link = trace_link(outages=gate)
+    link.enqueue(Packet(1500, "a"), 0.0)
+    gate.begin(5.0)
+    link.enqueue(Packet(1500, "b"), 6.0)
+    assert link.next_event_ms() is None  # nothing can leave before the end
+    assert link.advance(1000.0) == []
+    assert link.opportunities_between(0.0, 1000.0) == 0
+    gate.end(1005.0)
+    assert link.next_event_ms() == 1010.0  # the opportunities inside it are gone
+    assert times(link.advance(1030.0)) == [("a", 1010.0), ("b", 1020.0)]
+
+
+def test_unlimited_link_in_an_open_outage_releases_at_its_end() -> None:
+    gate = OutageStage()
+    link = UnlimitedLink(outages=gate)
+    gate.begin(10.0)
+    link.enqueue(Packet(100, "a"), 20.0)
+    assert link.next_event_ms() is None
+    assert link.advance(500.0) == []
+    gate.end(600.0)
+    assert link.next_event_ms() == 600.0
+    assert times(link.advance(700.0)) == [("a", 600.0)]
+
+
+def test_switch_trace_keeps_the_queue_and_the_packet_partly_sent() -> None:
+    link = trace_link()
+    link.enqueue(Packet(3000, "big"), 0.0)  # leaves at 20 on the old trace
+    link.enqueue(Packet(1500, "next"), 0.0)
+    assert link.advance(15.0) == []  # 1500 of its bytes left at 10
+    link.switch_trace([0, 50], 100, 15.0)  # now at 15 and 65, then every 100 ms
+    assert times(link.advance(200.0)) == [("big", 15.0), ("next", 65.0)]
+
+
+def test_link_gets_a_trace_while_it_runs() -> None:
+    link = make_link(None, queue_packets=10, outages=OutageStage([(0.0, 50.0)]))
+    link.enqueue(Packet(1500, "held"), 10.0)
+    link.set_trace(OPPS, PERIOD, 20.0)  # opportunities at 30, 40, 50, 60, ... on this clock
+    assert isinstance(link.bottleneck, TraceLink)
+    link.enqueue(Packet(1500, "later"), 25.0)
+    assert times(link.advance(100.0)) == [("held", 50.0), ("later", 60.0)]
+
+
 # -- composition ---------------------------------------------------------------------------
 
 

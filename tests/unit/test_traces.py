@@ -16,6 +16,7 @@ from benchmarks.traces import (
     TraceError,
     load_trace,
     parse_trace,
+    phases_trace,
     rate_to_opportunities,
     scale_trace,
 )
@@ -123,6 +124,18 @@ def test_rate_to_opportunities_with_explicit_period() -> None:
     opps, period_ms = rate_to_opportunities([0.0], [1200.0], period_s=0.1)
     assert period_ms == 100
     assert opps.tolist() == list(range(9, 100, 10))
+
+
+def test_phases_trace_plays_the_phases_one_after_the_other() -> None:
+    trace = phases_trace([(0.1, 1200.0), (0.05, 0.0), (0.1, 2400.0)], name="steps")
+    assert (trace.name, trace.period_ms) == ("steps", 250)
+    # 1200 kbit/s: one 1500-byte opportunity every 10 ms; none for 50 ms; then every 5 ms
+    assert trace.opportunities_ms.tolist() == (list(range(9, 100, 10))
+                                               + list(range(154, 250, 5)))
+    with pytest.raises(ValueError, match="at least one"):
+        phases_trace([])
+    with pytest.raises(ValueError, match="must be > 0"):
+        phases_trace([(0.0, 100.0)])
 
 
 def test_explicit_format_overrides_detection(tmp_path: Path) -> None:

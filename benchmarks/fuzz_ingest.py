@@ -35,14 +35,14 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.local_services import (
+from benchmarks.platform_viewer import read_frame_codes
+from harness.local_services import (
     free_port,
     rss_bytes,
     start_relay,
     stop_process,
     write_relay_config,
 )
-from benchmarks.platform_viewer import read_frame_codes
 from uplink import (
     Ack,
     Bye,

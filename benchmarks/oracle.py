@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from benchmarks.traces import BITS_PER_BYTE, MTU_BYTES, Trace
+from linklab.traces import BITS_PER_BYTE, MTU_BYTES, Trace
 
 
 def floor_bound_interruption_s(link: Trace, *, floor_kbps: float, buffer_s: float,

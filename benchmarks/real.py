@@ -11,7 +11,7 @@
 emulated link, reconnecting like OBS Studio).
 
 Every part is real: the encoder and the relay are ``steadycast`` subprocesses, nginx with its
-RTMP module is the platform (``benchmarks.nginx_platform``), and what the viewers saw is
+RTMP module is the platform (``harness.nginx_platform``), and what the viewers saw is
 measured on the platform side by decoding the frame code the test pattern draws into every
 frame (``benchmarks.platform_viewer``), without trusting the code under test.
 
@@ -67,16 +67,16 @@ from typing import Any, TypeVar
 
 from benchmarks import direct_rtmp
 from benchmarks.direct_rtmp import DirectRtmpSummary
-from benchmarks.emulator import LinkEmulator, LinkSpec
-from benchmarks.local_services import free_port, stop_process
-from benchmarks.nginx_platform import NginxRtmp, missing_nginx_rtmp
 from benchmarks.oracle import floor_bound_interruption_s
-from benchmarks.outages import overlay_outages, unavoidable_interruption_s
 from benchmarks.platform_viewer import PlatformViewer, ViewingStats, read_frame_codes, score_viewing
 from benchmarks.results import RunResult, qoe_score
-from benchmarks.traces import Outage, Trace
 from encoder.abr import names as abr_names
 from encoder.settings import AUDIO_KBPS
+from harness.local_services import free_port, stop_process
+from harness.nginx_platform import NginxRtmp, missing_nginx_rtmp
+from linklab.emulator import LinkEmulator, LinkSpec
+from linklab.outages import overlay_outages, unavoidable_interruption_s
+from linklab.traces import Outage, Trace
 from uplink.media import parse_resolution
 
 DIRECT_RTMP = "direct-rtmp"

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.local_services import free_port, start_relay, stop_process, write_relay_config
+from harness.local_services import free_port, start_relay, stop_process, write_relay_config
 from uplink.media import parse_resolution
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

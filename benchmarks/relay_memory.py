@@ -44,7 +44,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.local_services import (
+from harness.local_services import (
     free_port,
     rss_bytes,
     start_relay,

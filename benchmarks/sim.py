@@ -16,7 +16,7 @@ the very classes production runs, the way production drives them:
   applies), whose playout units go into ``relay.output.playout.PlayoutBuffer`` (pushed at the next
   output tick, as the pipeline thread does) and ``relay.output.clock.OutputClock`` ticked at
   ``OutputProfile.fps``, as ``relay.output.pipeline`` does;
-- link: ``benchmarks.link_model``: a ``TraceLink`` with its ``DropTailQueue`` and
+- link: ``linklab.link_model``: a ``TraceLink`` with its ``DropTailQueue`` and
   ``OutageStage`` (outages remove opportunities) then a ``DelayStage``, as the emulator
   builds its uplink; the delay is applied by the loop (``_next_uplink_ms``), which wakes only
   for a delivery that completes a message, or an opportunity while bytes wait to enter the
@@ -85,21 +85,9 @@ from typing import cast
 
 import numpy as np
 
-from benchmarks.emulator import DELAY_MS_DEFAULT, QUEUE_PACKETS_DEFAULT
-from benchmarks.link_model import (
-    DelayStage,
-    DropTailQueue,
-    Link,
-    OutageStage,
-    Packet,
-    TraceLink,
-    make_link,
-)
 from benchmarks.oracle import floor_bound_interruption_s
-from benchmarks.outages import overlay_outages, unavoidable_interruption_s
 from benchmarks.platform_viewer import LIVE_HOLD_MAX_S
 from benchmarks.results import RunResult, qoe_score
-from benchmarks.traces import MTU_BYTES, Outage, Trace
 from encoder.abr import UPDATE_INTERVAL_S, AbrLimits, create
 from encoder.av_encoder import AAC_FRAME_SAMPLES, AUDIO_TRACK_ID, VIDEO_TRACK_ID
 from encoder.capture import OUTAGE_KEYFRAME_S
@@ -113,6 +101,18 @@ from encoder.settings import (
     SPOOL_DISK_MB_DEFAULT,
     SPOOL_MEMORY_MB_DEFAULT,
 )
+from linklab.emulator import DELAY_MS_DEFAULT, QUEUE_PACKETS_DEFAULT
+from linklab.link_model import (
+    DelayStage,
+    DropTailQueue,
+    Link,
+    OutageStage,
+    Packet,
+    TraceLink,
+    make_link,
+)
+from linklab.outages import overlay_outages, unavoidable_interruption_s
+from linklab.traces import MTU_BYTES, Outage, Trace
 from relay.app import TICK_S as RELAY_APP_TICK_S
 from relay.ingest.session import IngestSession, NewTimeline, PushUnit, RecordMedia
 from relay.output.clock import OutputClock

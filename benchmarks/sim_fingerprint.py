@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench import DEFAULT_ABRS, make_jobs, prepare_traces, run_sim_job
-from benchmarks.outages import DEFAULT_OUTAGE_SPEC
+from linklab.outages import DEFAULT_OUTAGE_SPEC
 
 DURATION_S_DEFAULT = 120.0
 HEADLINE_KEYS = ("utilization", "interruption_s", "platform_sessions", "frames_live",

@@ -14,10 +14,10 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.outages import DEFAULT_OUTAGE_SPEC, parse_outages
 from benchmarks.sim import simulate
-from benchmarks.traces import load_trace
 from encoder.abr import names
+from linklab.outages import DEFAULT_OUTAGE_SPEC, parse_outages
+from linklab.traces import load_trace
 
 TRACE_DEFAULT = Path(__file__).resolve().parents[2] / "shared/traces/hsdpa/norway_bus_1"
 CONTROLLERS = ("steady", "belacoder", "obs", "gcc", "fixed")

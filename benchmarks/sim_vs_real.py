@@ -39,9 +39,6 @@ INTERRUPTION_TOLERANCE_S_PER_5MIN = 2.0  # |sim - real| interruption, per 300 s 
 SIM_SEEDS_DEFAULT = 5
 REAL_RESOLUTION = (640, 360)  # benchmarks.real's session shape
 REAL_FPS = 15
-SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
-DEFAULT_TRACES = (SHARED_TRACES / "mahimahi" / "ATT-LTE-driving.up",
-                  SHARED_TRACES / "mahimahi" / "TMobile-UMTS-driving.up")
 
 
 def agreement(sim_utilization: float, sim_interruption_s: float,
@@ -59,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a controller on each trace in the simulator and through the real "
                     "pipeline, and check that they agree (utilization within 0.1, interruption "
                     "within 2 s per 5 minutes).")
-    p.add_argument("--trace", action="append", metavar="FILE",
-                   help="a trace file; repeat (default: the shared ATT-LTE-driving.up and "
+    p.add_argument("--trace", action="append", metavar="FILE", required=True,
+                   help="a trace file; repeat (the published comparison used "
+                        "../shared/traces/mahimahi/ATT-LTE-driving.up and "
                         "TMobile-UMTS-driving.up)")
     p.add_argument("--scale", type=float, default=1.0, help="capacity scale (default 1)")
     p.add_argument("--abr", default="steady", help="the controller (default steady)")
@@ -76,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="sim-vs-real", help="where results.json and the real "
                    "runs' files go (default sim-vs-real)")
     args = p.parse_args(argv)
-    traces = args.trace or [str(t) for t in DEFAULT_TRACES]
+    traces = args.trace
     if args.sim_seeds < 1:
         print(f"sim_vs_real: --sim-seeds {args.sim_seeds} must be at least 1", file=sys.stderr)
         return 2

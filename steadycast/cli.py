@@ -373,13 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "this JSON-lines file (the same shape as the relay's event log)")
     e.set_defaults(func=cmd_encode)
 
-    from benchmarks import bench, demo, emulator, trace_cli
-    from steadycast import probe_cli
+    from steadycast import bench_cli, demo, emulate_cli, probe_cli, trace_cli
 
     demo.add_parser(sub)
     trace_cli.add_parser(sub)
-    emulator.add_parser(sub)
-    bench.add_parser(sub)
+    emulate_cli.add_parser(sub)
+    bench_cli.add_parser(sub)
     probe_cli.add_parser(sub)
     from steadycast import dropouts_cli
 

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import positive_int
 from monitor.store import DropoutRow, MonitorStore, StoreError
 from monitor.validate import parse_duration_s
+from steadycast.argtypes import positive_int
 
 EXIT_OK = 0
 EXIT_NO_DB = 1

@@ -4,8 +4,8 @@
 behind a link whose capacity follows the phases, every ``UPDATE_INTERVAL_S``, and gives its
 answer to the encoder. Deterministic and fast: no sockets, no clock, seeded jitter.
 
-The link is ``benchmarks.link_model``, built as the simulator and the emulator build theirs:
-the phases become a trace (``benchmarks.traces.phases_trace``) replayed by a ``TraceLink``
+The link is ``linklab.link_model``, built as the simulator and the emulator build theirs:
+the phases become a trace (``linklab.traces.phases_trace``) replayed by a ``TraceLink``
 (Mahimahi opportunities of ``MTU_BYTES``) behind a drop-tail queue with no limit (TCP drops
 nothing; the sender's window bounds it), then a ``DelayStage`` of half the base RTT; ACKs come
 back over ``make_link(None, ...)`` with the other half. What this module adds is the sender
@@ -44,10 +44,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from benchmarks.link_model import Link, Packet, make_link
 from benchmarks.sim import follow_kbps
-from benchmarks.traces import MTU_BYTES, phases_trace
 from encoder.abr import UPDATE_INTERVAL_S, AbrController, AckSample, Observation
+from linklab.link_model import Link, Packet, make_link
+from linklab.traces import MTU_BYTES, phases_trace
 
 WINDOW_BYTES_DEFAULT = 32_000  # handed over and not yet acknowledged (socket buffers + flight)
 BASE_RTT_S_DEFAULT = 0.05

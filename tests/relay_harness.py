@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.local_services import ROOT as ROOT
-from benchmarks.local_services import start_relay as start_relay  # one harness for both
-from benchmarks.local_services import stop_process as stop_process  # the tests' stop rule
-from benchmarks.local_services import write_relay_config as write_relay_config
 from benchmarks.platform_viewer import read_frame_codes
+from harness.local_services import ROOT as ROOT
+from harness.local_services import start_relay as start_relay  # one harness for both
+from harness.local_services import stop_process as stop_process  # the tests' stop rule
+from harness.local_services import write_relay_config as write_relay_config
 
 
 def steadycast_cmd(*args: str) -> list[str]:

@@ -1,5 +1,5 @@
 """The real-pipeline benchmark runner (benchmarks/real.py), the direct-RTMP baseline
-(benchmarks/direct_rtmp.py) and the demo's pure parts (benchmarks/demo.py).
+(benchmarks/direct_rtmp.py) and the demo's pure parts (steadycast/demo.py).
 
 The two end-to-end runs start everything for real (nginx-rtmp, the relay, the encoder or the
 ffmpeg pusher, the link emulator, the platform-side viewer) for 25 s of stream each.
@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.demo import add_parser, demo_outages, describe, pick_trace, synthetic_trace
 from benchmarks.direct_rtmp import MAX_RETRIES, ReconnectPolicy
 from benchmarks.real import (
     STREAM,
@@ -29,9 +28,10 @@ from benchmarks.real import (
     run_real,
 )
 from benchmarks.results import SERIES_KEYS, RunResult
-from benchmarks.traces import Outage, Trace
 from encoder.framecode import FrameCode
+from linklab.traces import Outage, Trace
 from steadycast.config import load_relay_config
+from steadycast.demo import add_parser, demo_outages, describe, pick_trace, synthetic_trace
 from tests.support import missing_ffmpeg, missing_nginx_rtmp, require_packages
 
 RUN_S = 25.0
@@ -111,16 +111,15 @@ def test_demo_outages_hide_two_and_outlast_the_buffer_once() -> None:
     assert len(demo_outages(12, 5.0)) < 3  # a short run leaves out what does not fit
 
 
-def test_demo_link_prefers_the_shared_trace_and_falls_back_to_a_synthetic_one(
+def test_demo_link_is_the_bundled_trace_and_falls_back_to_a_synthetic_one(
         tmp_path: Path) -> None:
-    trace, words = pick_trace(None, None, shared=tmp_path / "missing")
+    trace, words = pick_trace(None, None, traces_dir=tmp_path / "missing")
     assert "synthetic" in words
     assert 400 <= trace.mean_kbps(60) <= 1400
     assert synthetic_trace().opportunities_ms.tolist() == trace.opportunities_ms.tolist()
-    shared = Path(__file__).resolve().parents[3] / "shared" / "traces"
-    if (shared / "hsdpa" / "norway_bus_19").is_file():
-        trace, words = pick_trace(None, None, shared=shared)
-        assert "norway_bus_19 x0.5" in words
+    trace, words = pick_trace(None, None)  # ships in linklab/data: no ../shared needed
+    assert "norway_bus_19 x0.5" in words
+    assert 280 <= trace.mean_kbps(60) <= 1500
 
 
 def test_demo_command_parses_its_options() -> None:

@@ -28,8 +28,9 @@ from typing import cast
 import numpy as np
 import pytest
 
-from benchmarks.emulator import LinkEmulator, LinkSpec, add_parser
-from benchmarks.traces import MTU_BYTES, Outage, Trace, load_trace
+from linklab.emulator import LinkEmulator, LinkSpec
+from linklab.traces import MTU_BYTES, Outage, Trace, load_trace
+from steadycast.emulate_cli import add_parser
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -550,7 +551,8 @@ def test_emulate_bad_trace_file_names_file_and_line(
     assert err.count("\n") == 1 and f"{bad}:2:" in err
 
 
-CLI = [sys.executable, "-c", "import sys; from benchmarks.emulator import main; sys.exit(main())"]
+CLI = [sys.executable, "-c",
+       "import sys; from steadycast.emulate_cli import main; sys.exit(main())"]
 
 
 def test_emulate_runs_for_its_duration_with_status_lines(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 import pytest
 
-from benchmarks.local_services import free_port, start_relay, stop_process, write_relay_config
+from harness.local_services import free_port, start_relay, stop_process, write_relay_config
 from steadycast.cli import RELAY_ALLOCATOR
 
 pytestmark = pytest.mark.integration

@@ -1,9 +1,9 @@
-"""The nginx-rtmp test platform; it lives in :mod:`benchmarks.nginx_platform` (the benchmark
+"""The nginx-rtmp test platform; it lives in :mod:`harness.nginx_platform` (the benchmark
 starts it too, and ``benchmarks/`` may not import ``tests/``). Re-exported here unchanged."""
 
 from __future__ import annotations
 
-from benchmarks.nginx_platform import (
+from harness.nginx_platform import (
     NGINX_MODULES_DIR,
     RTMP_MODULE,
     STREAM_MODULE,

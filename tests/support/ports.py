@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from benchmarks.local_services import free_port
+from harness.local_services import free_port
 
 __all__ = ["free_port"]

@@ -1,5 +1,5 @@
 """A controllable TCP proxy on loopback, for tests around real subprocesses: the link emulator
-(``benchmarks.emulator.LinkEmulator``) on an asyncio loop of its own, in a thread of its own.
+(``linklab.emulator.LinkEmulator``) on an asyncio loop of its own, in a thread of its own.
 
 Its link has no rate limit and no delay until a test says otherwise, and every fault is the
 emulator's: ``pause()`` begins an outage in both directions (nothing leaves the link: bytes
@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from benchmarks.emulator import LinkEmulator, LinkSpec
-from benchmarks.traces import phases_trace
+from linklab.emulator import LinkEmulator, LinkSpec
+from linklab.traces import phases_trace
 
 # The link's queue, each direction: what a stalled link takes in before the senders wait (the
 # old proxy's read buffer), and the bottleneck queue behind a rate limit.

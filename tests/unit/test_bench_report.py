@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.bench import add_parser, trace_seed
+from benchmarks.bench import trace_seed
 from benchmarks.report import (
     excess_interruption_s,
     plot_file_name,
@@ -25,6 +25,7 @@ from benchmarks.report import (
     write_report,
 )
 from benchmarks.results import RunResult, read_results
+from steadycast.bench_cli import add_parser
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -508,7 +508,7 @@ def _rtmps(extra: str) -> str:
 
 
 def test_destination_tls_keys(tmp_path: Path) -> None:
-    from benchmarks.nginx_platform import make_self_signed_cert
+    from harness.nginx_platform import make_self_signed_cert
 
     make_self_signed_cert(tmp_path / "ca.pem", tmp_path / "ca.key")
     (d,) = load_text(tmp_path, _rtmps('ca_file = "ca.pem"\n')).stream("farm1").destinations

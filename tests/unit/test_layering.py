@@ -24,8 +24,10 @@ ALLOWED_IMPORTS = {
     "monitor": {"uplink"},
     "relay": {"monitor", "uplink"},
     "encoder": {"monitor", "uplink"},
-    "benchmarks": {"encoder", "relay", "monitor", "uplink"},
-    "steadycast": {"benchmarks", "encoder", "relay", "monitor", "uplink"},
+    "linklab": set(),  # the link lab: traces, outages, the link model, the emulator
+    "harness": set(),  # what tests and benchmarks start: nginx platform, relay process, ports
+    "benchmarks": {"linklab", "harness", "encoder", "relay", "monitor", "uplink"},
+    "steadycast": {"benchmarks", "linklab", "harness", "encoder", "relay", "monitor", "uplink"},
 }
 
 

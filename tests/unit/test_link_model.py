@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.link_model import (
+from linklab.link_model import (
     OPPORTUNITY_BYTES,
     DelayStage,
     Delivered,
@@ -28,7 +28,7 @@ from benchmarks.link_model import (
     UnlimitedLink,
     make_link,
 )
-from benchmarks.traces import Outage, Trace
+from linklab.traces import Outage, Trace
 
 OPPS = [10, 20, 30]
 PERIOD = 30

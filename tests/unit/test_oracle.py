@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.oracle import floor_bound_interruption_s
-from benchmarks.outages import overlay_outages, unavoidable_interruption_s
-from benchmarks.traces import Outage, Trace
+from linklab.outages import overlay_outages, unavoidable_interruption_s
+from linklab.traces import Outage, Trace
 
 TMOBILE = (Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi"
            / "TMobile-UMTS-driving.up")
@@ -104,7 +104,7 @@ def test_the_bound_grows_with_the_floor_and_shrinks_with_the_buffer(
 @needs_shared
 def test_tmobile_outages_cluster_so_the_floor_bound_is_twice_the_issue_oracle() -> None:
     """The figure quoted in docs/benchmarks.md: the T-Mobile drive's first 300 s."""
-    from benchmarks.traces import load_trace
+    from linklab.traces import load_trace
     trace = overlay_outages(load_trace(TMOBILE), [], 300)
     gaps = trace.outages(300, 0.5)
     issue = unavoidable_interruption_s(gaps, 5.0)

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.outages import (
+from linklab.outages import (
     DEFAULT_OUTAGE_SPEC,
     OutageSpecError,
     overlay_outages,
     parse_outages,
     unavoidable_interruption_s,
 )
-from benchmarks.traces import Outage, Trace, load_trace
+from linklab.traces import Outage, Trace, load_trace
 
 ATT = Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi" / "ATT-LTE-driving.up"
 needs_shared = pytest.mark.skipif(not ATT.exists(), reason="shared traces not present")

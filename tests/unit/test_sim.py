@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.outages import parse_outages
 from benchmarks.results import (
     SERIES_KEYS,
     ResultsFileError,
@@ -28,9 +27,10 @@ from benchmarks.sim import (
     live_seconds,
     simulate,
 )
-from benchmarks.traces import MTU_BYTES, Outage, Trace, load_trace
 from encoder.av_encoder import AUDIO_TRACK_ID, VIDEO_TRACK_ID
 from encoder.capture import OUTAGE_KEYFRAME_S
+from linklab.outages import parse_outages
+from linklab.traces import MTU_BYTES, Outage, Trace, load_trace
 
 SHARED_TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 CONTROLLERS = ["steady", "belacoder", "obs", "gcc", "fixed"]

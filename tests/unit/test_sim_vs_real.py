@@ -20,5 +20,5 @@ def test_agreement_holds_within_the_tolerances_and_scales_with_the_duration() ->
 
 
 def test_sim_seeds_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--sim-seeds", "0"]) == 2
+    assert main(["--trace", "any.up", "--sim-seeds", "0"]) == 2
     assert "--sim-seeds 0 must be at least 1" in capsys.readouterr().err

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.trace_cli import add_parser, trace_stats
-from benchmarks.traces import load_trace
+from linklab.traces import load_trace
+from steadycast.trace_cli import add_parser, trace_stats
 
 ATT = Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi" / "ATT-LTE-driving.up"
 needs_shared = pytest.mark.skipif(not ATT.exists(), reason="shared traces not present")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.traces import (
+from linklab.traces import (
     MTU_BYTES,
     Outage,
     Trace,

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.outages import (
+from linklab.outages import (
     DEFAULT_OUTAGE_SPEC,
     OutageSpecError,
-    overlay_outages,
-    parse_outages,
+    prepare_trace,
 )
-from benchmarks.traces import FORMATS, Outage, Trace, TraceError, load_trace
+from linklab.traces import FORMATS, Outage, Trace, TraceError
+from steadycast.argtypes import positive_float
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -167,47 +166,23 @@ def plot_trace(trace: Trace, path: str | Path, duration_s: float, bin_s: float =
     return path
 
 
-def prepare_trace(path: str | Path, *, fmt: str = "auto", scale: float = 1.0,
-                  outages: str = "none", seed: int = 0,
-                  duration_s: float | None = None) -> tuple[Trace, float]:
-    """Load, scale and overlay a trace as the command-line options say; returns the trace and
-    the duration to analyse (default: one period of the file)."""
-    trace = load_trace(path, fmt=fmt, scale=scale)
-    duration = trace.period_s if duration_s is None else duration_s
-    spec = outages.strip()
-    if spec != "none":
-        trace = overlay_outages(trace, parse_outages(spec, duration_s=duration, seed=seed),
-                                duration)
-    return trace, duration
-
-
 # --- command line ---------------------------------------------------------------------------
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
-    return value
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``trace`` with its sub-commands ``stats`` and ``plot`` to ``sub``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("file", metavar="FILE", help="the trace file")
     common.add_argument("--format", dest="fmt", default="auto", choices=("auto", *FORMATS),
                         help="file format (default: auto, by content)")
-    common.add_argument("--scale", type=_positive_float, default=1.0, metavar="X",
+    common.add_argument("--scale", type=positive_float, default=1.0, metavar="X",
                         help="multiply the capacity by X (0.5 keeps every other opportunity)")
     common.add_argument("--outages", default="none", metavar="SPEC",
                         help="outage overlay: none (default), default, START:LENGTH,... or "
                              "random[:gap=S,len=S,alpha=A,max=S,min=S,first=S]")
     common.add_argument("--seed", type=int, default=0, metavar="N",
                         help="seed of the random outage overlay (default 0)")
-    common.add_argument("--duration", type=_positive_float, default=None, metavar="S",
+    common.add_argument("--duration", type=positive_float, default=None, metavar="S",
                         help="seconds to analyse, looping the trace (default: one period)")
-    common.add_argument("--min-outage", type=_positive_float, default=MIN_OUTAGE_S,
+    common.add_argument("--min-outage", type=positive_float, default=MIN_OUTAGE_S,
                         metavar="S", help=f"shortest gap counted as an outage "
                                           f"(default {MIN_OUTAGE_S:g} s)")
 
@@ -231,7 +206,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Draw the capacity per bin over time with outages shaded, as a PNG.",
         epilog=FORMATS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     plot.add_argument("-o", "--output", required=True, metavar="PNG", help="where to write")
-    plot.add_argument("--bin", type=_positive_float, default=1.0, metavar="S",
+    plot.add_argument("--bin", type=positive_float, default=1.0, metavar="S",
                       help="bin width in seconds (default 1)")
     plot.set_defaults(func=cmd_trace_plot)
 

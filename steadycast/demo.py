@@ -9,11 +9,12 @@ recording, the results and the plot are. It is one ``benchmarks.real.run_real`` 
 
 The link, in order of preference:
 
-1. ``--trace FILE`` (any format ``benchmarks.traces.load_trace`` reads), scaled by ``--scale``;
-2. ``../shared/traces/hsdpa/norway_bus_19`` (a Norwegian bus commute on 3G, Riiser et al.,
-   MMSys 2013) at x0.5: 280-1500 kbit/s, mean about 840 kbit/s over the first minute;
-3. ``../shared/traces/mahimahi/TMobile-UMTS-driving.up`` (Winstein et al., NSDI 2013);
-4. a built-in synthetic trace: a seeded random walk between 400 and 1400 kbit/s.
+1. ``--trace FILE`` (any format ``linklab.traces.load_trace`` reads), scaled by ``--scale``;
+2. ``hsdpa/norway_bus_19`` (a Norwegian bus commute on 3G, Riiser et al., MMSys 2013), which
+   ships with the link lab (``linklab/data/``), at x0.5: 280-1500 kbit/s, mean about
+   840 kbit/s over the first minute;
+3. a built-in synthetic trace, should that file be missing: a seeded random walk between 400
+   and 1400 kbit/s.
 
 The outages (``demo_outages``): a short one at a quarter of the run, one of 70 % of the buffer
 at 45 %, and one 3 s longer than the buffer at 70 %: the first two should not show at all on
@@ -39,17 +40,20 @@ from benchmarks.real import (
     run_real,
 )
 from benchmarks.results import RunResult, write_results
-from benchmarks.traces import Outage, Trace, TraceError, load_trace, rate_to_opportunities
+from linklab.traces import (
+    BUNDLED_TRACES_DIR,
+    Outage,
+    Trace,
+    TraceError,
+    load_trace,
+    rate_to_opportunities,
+)
 from relay.settings import BUFFER_MS_DEFAULT
 
 DURATION_S_DEFAULT = 60.0
 START_KBPS = 800
 OUT_DIR_DEFAULT = "steadycast-demo"
-SHARED_TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces"
-DEFAULT_TRACES: tuple[tuple[str, float], ...] = (
-    ("hsdpa/norway_bus_19", 0.5),
-    ("mahimahi/TMobile-UMTS-driving.up", 1.0),
-)
+DEFAULT_TRACES: tuple[tuple[str, float], ...] = (("hsdpa/norway_bus_19", 0.5),)
 SYNTHETIC_MIN_KBPS = 400.0
 SYNTHETIC_MAX_KBPS = 1400.0
 SYNTHETIC_STEP_KBPS = 150.0  # largest change from one second to the next
@@ -78,19 +82,19 @@ def synthetic_trace(duration_s: float = 120.0, seed: int = SYNTHETIC_SEED) -> Tr
 
 
 def pick_trace(path: str | None, scale: float | None,
-               shared: Path = SHARED_TRACES) -> tuple[Trace, str]:
+               traces_dir: Path = BUNDLED_TRACES_DIR) -> tuple[Trace, str]:
     """The demo's link and a few words on where it comes from (see the module docstring).
     Raises TraceError or OSError for a ``path`` that cannot be read."""
     if path is not None:
         trace = load_trace(path, scale=scale or 1.0)
         return trace, f"trace {path}" + (f" x{scale:g}" if scale and scale != 1 else "")
     for relative, default_scale in DEFAULT_TRACES:
-        candidate = shared / relative
+        candidate = traces_dir / relative
         if candidate.is_file():
             factor = scale or default_scale
-            return load_trace(candidate, scale=factor), f"shared trace {relative} x{factor:g}"
+            return load_trace(candidate, scale=factor), f"trace {relative} x{factor:g}"
     trace = synthetic_trace()
-    return trace, "a built-in synthetic trace (../shared/traces not found)"
+    return trace, f"a built-in synthetic trace ({traces_dir} has none of the demo's traces)"
 
 
 def demo_outages(duration_s: float, buffer_s: float) -> list[Outage]:
@@ -301,8 +305,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.demo demo [options]`` (the same as ``steadycast demo``)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo")
+    """``python -m steadycast.demo demo [options]`` (the same as ``steadycast demo``)."""
+    parser = argparse.ArgumentParser(prog="python -m steadycast.demo")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_parser(sub)
     args = parser.parse_args(argv)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from benchmarks.traces import Outage, Trace
+from linklab.traces import Outage, Trace, load_trace
 
 DEFAULT_OUTAGE_SPEC = "random:gap=45,len=4,alpha=1.5,max=60"
 RANDOM_DEFAULTS: dict[str, float] = {
@@ -178,3 +179,17 @@ def unavoidable_interruption_s(outages: Sequence[Outage], buffer_s: float) -> fl
     if not (math.isfinite(buffer_s) and buffer_s >= 0):
         raise ValueError(f"buffer_s must be >= 0, got {buffer_s!r}")
     return float(sum(max(0.0, o.length_s - buffer_s) for o in outages))
+
+
+def prepare_trace(path: str | Path, *, fmt: str = "auto", scale: float = 1.0,
+                  outages: str = "none", seed: int = 0,
+                  duration_s: float | None = None) -> tuple[Trace, float]:
+    """Load, scale and overlay a trace as the command-line options say; returns the trace and
+    the duration to analyse (default: one period of the file)."""
+    trace = load_trace(path, fmt=fmt, scale=scale)
+    duration = trace.period_s if duration_s is None else duration_s
+    spec = outages.strip()
+    if spec != "none":
+        trace = overlay_outages(trace, parse_outages(spec, duration_s=duration, seed=seed),
+                                duration)
+    return trace, duration

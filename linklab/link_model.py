@@ -3,7 +3,7 @@
 Sans-I/O: no sockets, no asyncio, no clock. Every method that depends on time takes ``now_ms``
 (any clock in milliseconds, never going backwards); packets go in as values and come back out
 as ``Delivered(packet, time_ms)``. The simulator drives these classes faster than real time,
-the emulator (``benchmarks.emulator``) drives them from ``time.monotonic()``.
+the emulator (``linklab.emulator``) drives them from ``time.monotonic()``.
 
 Stages, each usable alone, in the order a ``Link`` composes them::
 
@@ -65,7 +65,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from benchmarks.traces import MTU_BYTES, Trace
+from linklab.traces import MTU_BYTES, Trace
 
 OPPORTUNITY_BYTES = MTU_BYTES  # bytes one trace line lets through
 _PRUNE_FLOWS_AT = 64  # retransmit mode: forget stale per-flow order when this many are kept
@@ -161,7 +161,7 @@ class DropTailQueue:
 
 
 class OutageLike(Protocol):
-    """What ``OutageStage.from_outages`` reads (``benchmarks.traces.Outage`` fits)."""
+    """What ``OutageStage.from_outages`` reads (``linklab.traces.Outage`` fits)."""
 
     @property
     def start_s(self) -> float: ...
@@ -356,7 +356,7 @@ class TraceLink:
     @classmethod
     def from_trace(cls, trace: Trace, *, queue: DropTailQueue | None = None,
                    start_ms: float = 0.0, outages: OutageStage | None = None) -> TraceLink:
-        """A ``TraceLink`` replaying ``trace`` (a ``benchmarks.traces.Trace``; the
+        """A ``TraceLink`` replaying ``trace`` (a ``linklab.traces.Trace``; the
         opportunities of its overlay outages are already gone)."""
         return cls(trace.opportunities_ms, trace.period_ms, queue=queue, start_ms=start_ms,
                    outages=outages)

@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.local_services import free_port
+from harness.local_services import free_port
 
 NGINX_MODULES_DIR = Path("/usr/lib/nginx/modules")
 RTMP_MODULE = NGINX_MODULES_DIR / "ngx_rtmp_module.so"

@@ -42,6 +42,7 @@ MAX_RATE_KBPS = 10_000_000.0  # 10 Gbit/s; far above any cellular link
 MAX_OPPORTUNITIES = 50_000_000  # 400 MB of int64; a rate trace asking for more is an error
 DEFAULT_SAMPLE_SPACING_S = 1.0  # rate-trace period padding when the spacing cannot be measured
 FORMATS = ("mahimahi", "cooked", "csv")
+BUNDLED_TRACES_DIR = Path(__file__).resolve().parent / "data"  # traces that ship (README there)
 CSV_HEADER = ("seconds", "kbps")
 
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

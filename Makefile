@@ -28,14 +28,14 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
-	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor linklab harness benchmarks tests
+	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor probe linklab harness benchmarks tests
 	$(VENV)/bin/mypy
 
 test-fast: install
 	$(PY) -m pytest -q tests/unit
 
 lint: install
-	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor linklab harness benchmarks tests
+	$(VENV)/bin/ruff check steadycast uplink encoder relay monitor probe linklab harness benchmarks tests
 	$(VENV)/bin/mypy
 
 clean:

@@ -4,11 +4,11 @@
                      [--gps LAT,LON] [--duration 60] [--json OUT] [--plot PNG]
                      [--ca-file PEM | --insecure]
 
-Measures for ``--duration`` seconds (``encoder.probe``), prints the verdict, the figures and
+Measures for ``--duration`` seconds (``probe.client``), prints the verdict, the figures and
 the recommended ``steadycast encode`` settings and relay buffer with the reasons (English and
 Vietnamese) on stdout, progress on stderr, and stores the result at the relay (``GET
-/api/probes`` lists them per site). The rule is in ``monitor.probe_analysis`` and
-docs/probe.md.
+/api/probes`` lists them per site). The rule is in the ``probe`` package
+(``probe.analysis``, ``probe.recommend``) and docs/probe.md.
 
 Exit codes: 0 measured and stored; 1 measured but not stored (the report is printed and
 written anyway); 2 bad arguments (a bad --ca-file too); 3 the relay refused the probe (token,
@@ -27,11 +27,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitor.probe_analysis import ProbeResultError, check_site, format_report
 from monitor.redact import REDACTOR
+from probe.report import format_report
+from probe.result import ProbeResultError, check_site
 
 if TYPE_CHECKING:
-    from encoder.probe import ProbeClient, ProbeOutcome
+    from probe.client import ProbeClient, ProbeOutcome
 
 EXIT_NOT_STORED = 1
 EXIT_USAGE = 2
@@ -73,8 +74,8 @@ def _check_output(path: str | None, option: str) -> Path | None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from encoder.probe import ProbeClient, ProbeRefused, ProbeSettings, plot_probe
     from encoder.relay_tls import RelayNotTrusted
+    from probe.client import ProbeClient, ProbeRefused, ProbeSettings, plot_probe
 
     try:
         token = args.token or os.environ.get("STEADYCAST_TOKEN", "")

@@ -10,7 +10,7 @@
   ``parse_resolution``.
 - The frame-rate floor: below ``FLOOR_BITS_PER_PIXEL`` bits per pixel per frame the encoder's
   governor drops frames instead of starving each one (``encoder.frame_rate``), and the
-  connection check picks the largest size whose floor fits (``monitor.probe_analysis``).
+  connection check picks the largest size whose floor fits (``probe.recommend``).
 - ``AUDIO_KBPS``: the encoder's AAC bitrate; the connection check subtracts it from the link.
 - ``BUFFER_MS_DEFAULT``: the relay's playout delay for a stream without ``buffer_ms`` (sent to
   the sender in WELCOME); the connection check rates a site by whether it is enough.

@@ -207,7 +207,7 @@ def _sub(result: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _probe_view(row: ProbeRow) -> dict[str, Any]:
-    """One stored probe result: the figures a trainer compares (monitor/probe_analysis.py's
+    """One stored probe result: the figures a trainer compares (probe/result.py's
     result format; a field the result lacks is null)."""
     result = row.result if isinstance(row.result, Mapping) else {}
     verdict, rec = _sub(result, "verdict"), _sub(result, "recommendation")

@@ -7,7 +7,7 @@ Routes (``add_routes``):
   ``/ingest/{stream}``. The client uploads filler as fast as the link takes it, keeping a
   bounded number of unacknowledged bytes in flight; the relay acknowledges what arrived and
   answers pings, so the client measures throughput, RTT and outages.
-- ``POST /api/probes``: store one probe result (``monitor.probe_analysis.validate_submission``
+- ``POST /api/probes``: store one probe result (``probe.result.validate_submission``
   checks every field; a bad one gets HTTP 400 naming it). The relay records its own time and
   the client's address beside it.
 - ``GET /api/probes[?site=NAME][&limit=N]``: the stored results grouped per site, oldest first
@@ -20,7 +20,7 @@ token: 401; a wrong one: 403; after too many wrong ones from one address, 429 wi
 JSON body and the ``X-Steadycast-Error`` header; the token is never echoed or logged.
 
 Probe messages (binary WebSocket messages; first byte the type, integers big-endian;
-encoded and parsed by ``monitor.probe_analysis``):
+encoded and parsed by ``probe.wire``):
 
 ==========  ======  ==========================  =============================================
 message     type    rest                        meaning
@@ -54,16 +54,8 @@ from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
-from monitor.probe_analysis import (
-    PROBE_MAX_MESSAGE_BYTES,
-    Ping,
-    ProbeResultError,
-    check_site,
-    encode_ack,
-    encode_pong,
-    parse_client_message,
-    validate_submission,
-)
+from probe.result import ProbeResultError, check_site, validate_submission
+from probe.wire import PROBE_MAX_MESSAGE_BYTES, Ping, encode_ack, encode_pong, parse_client_message
 from relay.state import RELAY_KEY
 from relay.web.responses import json_error, presented_token, token_matches, too_many_attempts
 from uplink import CloseCode, ProtocolError

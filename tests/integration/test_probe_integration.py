@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from encoder.probe import ProbeClient, ProbeSettings
-from monitor.probe_analysis import Ack, Pong, encode_filler, encode_ping, parse_relay_message
+from probe.client import ProbeClient, ProbeSettings
+from probe.wire import Ack, Pong, encode_filler, encode_ping, parse_relay_message
 from tests.relay_harness import (
     get_json,
     start_relay,

@@ -22,12 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_IMPORTS = {
     "uplink": set(),
     "monitor": {"uplink"},
-    "relay": {"monitor", "uplink"},
+    "relay": {"monitor", "probe", "uplink"},
     "encoder": {"monitor", "uplink"},
+    "probe": {"encoder", "monitor", "uplink"},  # the connection check (client and cores)
     "linklab": set(),  # the link lab: traces, outages, the link model, the emulator
     "harness": set(),  # what tests and benchmarks start: nginx platform, relay process, ports
     "benchmarks": {"linklab", "harness", "encoder", "relay", "monitor", "uplink"},
-    "steadycast": {"benchmarks", "linklab", "harness", "encoder", "relay", "monitor", "uplink"},
+    "steadycast": {"benchmarks", "linklab", "harness", "probe", "encoder", "relay", "monitor",
+                   "uplink"},
 }
 
 

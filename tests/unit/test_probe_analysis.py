@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encoder.probe import (
+from probe.analysis import ProbeAnalysis
+from probe.client import (
     FILLER_MESSAGE_BYTES,
     IDLE_PING_INTERVAL_S,
     MIN_INFLIGHT_BYTES,
@@ -22,28 +23,27 @@ from encoder.probe import (
     ProbeSender,
     RttMeasured,
 )
-from monitor.probe_analysis import (
+from probe.recommend import RESOLUTIONS, buffer_ms_for, recommend
+from probe.report import format_report
+from probe.result import (
     MAX_RESULT_BYTES,
-    RESOLUTIONS,
+    ProbeResultError,
+    check_site,
+    validate_result,
+    validate_submission,
+)
+from probe.stats import percentile
+from probe.wire import (
     Ack,
     Filler,
     Ping,
     Pong,
-    ProbeAnalysis,
-    ProbeResultError,
-    buffer_ms_for,
-    check_site,
     encode_ack,
     encode_filler,
     encode_ping,
     encode_pong,
-    format_report,
     parse_client_message,
     parse_relay_message,
-    percentile,
-    recommend,
-    validate_result,
-    validate_submission,
 )
 from relay.web.probe import ProbeServerSession
 from steadycast.cli import main

@@ -18,7 +18,7 @@ dropout. A refused probe (HTTP 401/403/404) ends it with the relay's reason; so 
 certificate that does not verify (``RelayNotTrusted``, ``encoder.relay_tls``).
 
 ``ProbeSender`` decides what to send and reads what comes back, without I/O (``now`` is an
-argument); ``monitor.probe_analysis.ProbeAnalysis`` turns the samples into figures, verdict and
+argument); ``probe.analysis.ProbeAnalysis`` turns the samples into figures, verdict and
 recommendation; ``ProbeClient`` is the asyncio glue (and shows progress on stderr once a
 second); ``plot_probe`` draws the result.
 """
@@ -40,14 +40,8 @@ import aiohttp
 
 from encoder.relay_tls import RelayNotTrusted, tls_context, untrusted_reason
 from encoder.settings import ACK_TIMEOUT_S, RECONNECT_FIRST_S, RECONNECT_MAX_S
-from monitor.probe_analysis import (
-    FILLER,
-    PROBE_MAX_FILLER_BYTES,
-    Ack,
-    ProbeAnalysis,
-    encode_ping,
-    parse_relay_message,
-)
+from probe.analysis import ProbeAnalysis
+from probe.wire import FILLER, PROBE_MAX_FILLER_BYTES, Ack, encode_ping, parse_relay_message
 from uplink import CloseCode, ProtocolError
 
 log = logging.getLogger(__name__)

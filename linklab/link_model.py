@@ -661,11 +661,6 @@ class Link:
     def queued_packets(self) -> int:
         return len(self.bottleneck.queue)
 
-    @property
-    def in_flight_packets(self) -> int:
-        """Packets past the bottleneck that have not left the last stage yet."""
-        return len(self._pending)
-
     def is_full_for(self, size_bytes: int) -> bool:
         return self.bottleneck.queue.is_full_for(size_bytes)
 

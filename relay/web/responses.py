@@ -1,6 +1,6 @@
 """How the relay's HTTP endpoints refuse a request, and how a client presents a token.
 
-Shared by the ingest (relay.app), the connection check (relay.web.probe) and the dashboard
+Shared by the ingest (relay.ingest.uplink), the connection check (relay.web.probe) and the dashboard
 (relay.web.dashboard), so every refusal looks the same: the reason in the body and in the
 ``X-Steadycast-Error`` header (ASCII, backslash-escaped), which WebSocket clients that drop
 bodies still see. Messages never carry a secret; callers make sure of that.

@@ -17,7 +17,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from relay.app import WS_HEARTBEAT_S, build_app
+from relay.app import build_app
+from relay.ingest.uplink import WS_HEARTBEAT_S
 from steadycast.config import load_relay_config
 from uplink import CloseCode
 

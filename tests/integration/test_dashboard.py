@@ -666,9 +666,13 @@ key = "{DEST_KEY_LIVE}"
                 await screenshot(cdp, tmp_path / "dashboard-recording-vi-en.png")
 
                 fill(filler)
+                # the headline says the live stream continues while the stream is on air; on a
+                # loaded machine the encoder may be between connections for a moment
                 failed = await cdp.wait_for(
-                    f"{rec} && {rec}.dataset.state === 'failed' && {rec}.textContent",
-                    "the full disk on the page")
+                    f"{rec} && {rec}.dataset.state === 'failed' && "
+                    f"{rec}.querySelector('.rectext').textContent === "
+                    f"{json.dumps(FULL_VI + ' / ' + FULL_EN)} && {rec}.textContent",
+                    "the full disk on the page, with the live stream on air")
                 await screenshot(cdp, tmp_path / "dashboard-disk-full-vi-en.png")
                 shown = await cdp.evaluate(f"""({{
                     headline: {rec}.querySelector('.rectext').textContent,

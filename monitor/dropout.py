@@ -147,6 +147,8 @@ class LowThroughputEnded:
 
 
 LowThroughputEvent = LowThroughputStarted | LowThroughputEnded
+# what the two detectors report (the dropout reporter writes each one out)
+DetectorEvent = DropoutEvent | LowThroughputEvent
 
 
 class LowThroughputDetector:

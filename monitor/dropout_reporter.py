@@ -29,18 +29,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from monitor.dropout import (
+    DetectorEvent,
     DropoutEnded,
-    DropoutEvent,
     DropoutStarted,
     LowThroughputEnded,
-    LowThroughputEvent,
     LowThroughputStarted,
 )
 from monitor.events import EventLog, iso_utc
 from monitor.metrics import RelayMetrics
 from monitor.store import KIND_DROPOUT, KIND_LOW_THROUGHPUT, DropoutJournal, MonitorStore
-
-ReportedEvent = DropoutEvent | LowThroughputEvent
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class DropoutReporter:
         self.ended_count = 0  # dropouts ended so far
         self.ended_s_total = 0.0  # their total length
 
-    def report(self, events: Iterable[ReportedEvent], end_cause: str | None = None) -> None:
+    def report(self, events: Iterable[DetectorEvent], end_cause: str | None = None) -> None:
         """Write each event; ``end_cause`` replaces the cause of those that end."""
         for ev in events:
             if isinstance(ev, DropoutStarted):

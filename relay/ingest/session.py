@@ -40,12 +40,12 @@ from enum import StrEnum
 from fractions import Fraction
 
 from monitor.dropout import (
+    DetectorEvent,
     DropoutDetector,
     DropoutEnded,
     DropoutEvent,
     DropoutStarted,
     LowThroughputDetector,
-    LowThroughputEvent,
 )
 from relay.output.playout import AccessUnit
 from uplink import (
@@ -156,7 +156,6 @@ class EndOutput:
     """``StreamPipeline.end``: play out what is buffered, then end the platform sessions."""
 
 
-DetectorEvent = DropoutEvent | LowThroughputEvent
 IngestAction = (SessionOpened | SessionClosed | StatsStored
                 | RecordSession | RecordTrack | RecordMedia | RecordEnd
                 | NewTimeline | ConfigureTrack | PushUnit | EndOutput

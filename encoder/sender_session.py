@@ -57,6 +57,7 @@ from encoder.settings import ACK_TIMEOUT_S, FINAL_ACK_WAIT_S, RECONNECT_FIRST_S,
 from encoder.spool_overflow import OverflowEvent, OverflowGate, OverflowStarted
 from monitor.dropout import DropoutEvent
 from uplink import Acked, RemoteBye, UplinkSender, Welcomed
+from uplink.backoff import next_backoff_s
 from uplink.spool import SpoolFull
 
 __all__ = ["BitrateChanged", "DenseKeyframes", "MediaUnit",
@@ -242,8 +243,7 @@ class SenderSession:
     def reconnect_wait_s(self, retry_after_s: float | None = None) -> float:
         """A connection failed: seconds to wait before the next attempt (``RECONNECT_FIRST_S``,
         doubling up to ``RECONNECT_MAX_S``; at least `retry_after_s`, the relay's own ask)."""
-        self._backoff_s = (RECONNECT_FIRST_S if self._backoff_s is None
-                           else min(self._backoff_s * 2, RECONNECT_MAX_S))
+        self._backoff_s = next_backoff_s(self._backoff_s, RECONNECT_FIRST_S, RECONNECT_MAX_S)
         return max(self._backoff_s, retry_after_s or 0.0)
 
     def reset_backoff(self) -> None:

@@ -53,6 +53,7 @@ from relay.output.transcode import OutPacket
 from relay.rtmp.publisher import Closed, PublishRefused, PublishStarted, RtmpPublisher
 from relay.rtmp.url import split_rtmp_url
 from relay.settings import DestinationSettings
+from uplink.backoff import next_backoff_s
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,6 @@ class DestinationState(StrEnum):
 
 class PublishFailed(ConnectionError):
     """The platform did not accept the publish, or ended the session."""
-
-
-def next_backoff_s(previous_s: float | None, first_s: float, max_s: float) -> float:
-    """Capped exponential backoff: first_s, 2×, 4×, ... never above max_s."""
-    if previous_s is None:
-        return min(first_s, max_s)
-    return min(previous_s * 2, max_s)
 
 
 def ssl_context_for(settings: DestinationSettings) -> ssl.SSLContext | None:

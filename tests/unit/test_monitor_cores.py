@@ -11,7 +11,7 @@ from monitor.dropout import DropoutCause, DropoutDetector, DropoutEnded, Dropout
 from monitor.events import EventLog, read_events
 from monitor.redact import RedactingFilter, Redactor, mask_secret
 from monitor.store import KIND_DROPOUT, DropoutJournal, MonitorStore
-from relay.output.destination import next_backoff_s
+from uplink.backoff import next_backoff_s
 
 
 def test_no_dropout_before_first_media() -> None:

@@ -7,7 +7,6 @@ import struct
 
 import pytest
 
-from relay.output.destination import next_backoff_s
 from relay.rtmp import amf0
 from relay.rtmp.chunk import (
     MSG_ACKNOWLEDGEMENT,
@@ -35,6 +34,7 @@ from relay.rtmp.publisher import (
     RtmpPublisher,
 )
 from relay.rtmp.url import split_rtmp_url
+from uplink.backoff import next_backoff_s
 
 TARGET = split_rtmp_url("rtmp://127.0.0.1:1935/live/SECRET-KEY-123")
 C1_RANDOM = bytes(range(256)) * 5 + bytes(HANDSHAKE_RANDOM_BYTES - 1280)

@@ -86,8 +86,9 @@ def _setup_logging(level: str) -> None:
 # The relay runs on the C library's allocator, not Python's small-object arenas: an arena goes
 # back to the OS only when every object in it is gone, so after a burst of connections or a
 # long gap a few survivors held the relay ~14% above its resting RSS; with glibc's malloc (and
-# `relay.heap_trim` every few seconds) it comes back within 10% (issue 13, fault 5; figures in
-# docs/relay.md). Relay CPU per transcoded stream: the same within noise.
+# `relay.heap_trim` after growth) it comes back within 10% (issue 13, fault 5; why in
+# docs/relay.md, figures in docs/benchmarks.md). Relay CPU per transcoded stream: the same
+# within noise.
 RELAY_ALLOCATOR = "malloc"
 
 
